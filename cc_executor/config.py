@@ -1,0 +1,139 @@
+"""Settings: every knob of the service, from `CC_EXECUTOR_*` env vars and an optional file.
+
+Precedence (highest first): constructor arguments, environment variables, the config file
+named by `CC_EXECUTOR_CONFIG` (JSON or TOML), then the defaults below.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    """The user's state dir: `$XDG_STATE_HOME/cc-executor` or `~/.local/state/cc-executor`."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "cc-executor"
+
+
+class UuidVerificationHook(BaseModel):
+    """Built-in hook: Claude tasks must end their answer with a per-task UUID."""
+
+    enabled: bool = False
+    fail_on_missing: bool = True
+
+
+class HooksConfig(BaseModel):
+    """Commands run around each task with the task record as JSON on stdin."""
+
+    pre_execute: list[str] = Field(default_factory=list)
+    post_execute: list[str] = Field(default_factory=list)
+    timeout: float = 30.0
+    uuid_verification: UuidVerificationHook = Field(default_factory=UuidVerificationHook)
+
+
+class _ConfigFileSource(PydanticBaseSettingsSource):
+    """Reads the file named by CC_EXECUTOR_CONFIG (JSON, or TOML by extension)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("CC_EXECUTOR_CONFIG")
+        if not path:
+            return {}
+        p = Path(path).expanduser()
+        text = p.read_text()
+        if p.suffix == ".toml":
+            return tomllib.loads(text)
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"config file {p} must hold a JSON object")
+        return data
+
+
+class Settings(BaseSettings):
+    """All configuration of cc-executor. Documented in docs/configuration.md."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CC_EXECUTOR_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    # Network
+    host: str = "127.0.0.1"
+    port: int = 8003
+    auth_token: str | None = None
+    allowed_origins: list[str] = Field(default_factory=list)
+    max_message_bytes: int = 4 * 1024 * 1024
+    max_connections: int = 256
+
+    # Rate limits (0 = unlimited)
+    max_tasks_per_minute_per_connection: int = 0
+    max_connections_per_client: int = 0
+
+    # What may run
+    allowed_commands: list[str] | None = None
+    shell: str = "/bin/sh"
+
+    # Scheduling and time limits
+    max_concurrent_tasks: int = 32
+    max_queued_tasks: int = 10_000
+    default_timeout: float | None = None
+    max_timeout: float | None = None
+    kill_grace_seconds: float = 5.0
+
+    # Output
+    ring_buffer_bytes: int = 1024 * 1024
+    ring_buffer_lines: int = 10_000
+    read_chunk_bytes: int = 256 * 1024
+    subscriber_queue_bytes: int = 8 * 1024 * 1024
+
+    # Storage and logging
+    data_dir: Path = Field(default_factory=default_data_dir)
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    log_file: Path | None = None
+
+    # Claude
+    claude_bin: str = "claude"
+    strip_anthropic_api_key: bool = True
+    rate_limit_retries: int = 0
+    rate_limit_max_wait_seconds: float = 300.0
+
+    # Hooks
+    hooks: HooksConfig = Field(default_factory=HooksConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _ConfigFileSource(settings_cls))
+
+    @property
+    def token_file(self) -> Path:
+        return self.data_dir / "token"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "tasks.sqlite3"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    def websocket_url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"ws://{host}:{self.port}/ws"

@@ -1,0 +1,150 @@
+"""Events and subscribers: how task notifications reach a client without ever blocking a child.
+
+An `Event` is one notification; its JSON frame is encoded once and shared by every
+subscriber. A `Subscriber` is a bounded queue: when a reader stalls and its queued output
+passes the byte budget, the oldest output chunks are dropped and replaced by a
+`process.dropped` marker naming the byte range, which the client can fetch with `output`.
+Control events (started, paused, completed ...) are never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from cc_executor import jsonrpc
+from cc_executor.protocol import Notification
+
+
+class Event:
+    __slots__ = ("_frame", "method", "nbytes", "params", "task_id")
+
+    def __init__(self, method: str, params: dict[str, Any], nbytes: int = 0) -> None:
+        self.method = method
+        self.params = params
+        self.task_id: str = params["task_id"]
+        self.nbytes = nbytes  # raw output bytes carried; 0 for control events
+        self._frame: bytes | None = None
+
+    @property
+    def is_output(self) -> bool:
+        return self.nbytes > 0 and self.method == Notification.OUTPUT
+
+    def frame(self) -> bytes:
+        """The JSON-RPC notification as bytes, encoded at most once."""
+        if self._frame is None:
+            self._frame = jsonrpc.encode(jsonrpc.notification(self.method, self.params))
+        return self._frame
+
+    def __repr__(self) -> str:
+        return f"Event({self.method}, {self.task_id}, nbytes={self.nbytes})"
+
+
+class _Closed(Exception):
+    pass
+
+
+class SubscriberClosed(Exception):
+    """get() on a subscriber that was closed."""
+
+
+class Subscriber:
+    """A bounded, drop-oldest queue of events for one consumer (a connection, an API caller)."""
+
+    def __init__(
+        self,
+        max_bytes: int,
+        on_drop: Callable[[int], None] | None = None,
+        name: str = "",
+    ) -> None:
+        self.max_bytes = max(1, max_bytes)
+        self.name = name
+        self._queue: deque[Event] = deque()
+        self._queued_bytes = 0
+        self._wakeup = asyncio.Event()
+        self._closed = False
+        self._on_drop = on_drop
+        self.dropped_bytes = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def push(self, event: Event) -> None:
+        if self._closed:
+            return
+        self._queue.append(event)
+        if event.nbytes:
+            self._queued_bytes += event.nbytes
+            if self._queued_bytes > self.max_bytes:
+                self._shed()
+        self._wakeup.set()
+
+    def _shed(self) -> None:
+        """Drop the oldest output down to half the budget, leaving gap markers in place."""
+        target = self.max_bytes // 2
+        kept: deque[Event] = deque()
+        dropped = 0
+        for ev in self._queue:
+            if self._queued_bytes > target and ev.is_output:
+                self._queued_bytes -= ev.nbytes
+                dropped += ev.nbytes
+                p = ev.params
+                start = p["offset"]
+                end = start + ev.nbytes
+                last = kept[-1] if kept else None
+                if (
+                    last is not None
+                    and last.method == Notification.DROPPED
+                    and last.task_id == ev.task_id
+                    and last.params["stream"] == p["stream"]
+                    and last.params["to_offset"] == start
+                ):
+                    last.params["to_offset"] = end
+                    last._frame = None
+                else:
+                    kept.append(
+                        Event(
+                            Notification.DROPPED,
+                            {
+                                "task_id": ev.task_id,
+                                "stream": p["stream"],
+                                "from_offset": start,
+                                "to_offset": end,
+                            },
+                        )
+                    )
+            else:
+                kept.append(ev)
+        self._queue = kept
+        self.dropped_bytes += dropped
+        if self._on_drop is not None and dropped:
+            self._on_drop(dropped)
+
+    def get_nowait(self) -> Event | None:
+        if not self._queue:
+            return None
+        ev = self._queue.popleft()
+        if ev.nbytes:
+            self._queued_bytes -= ev.nbytes
+        return ev
+
+    async def get(self) -> Event:
+        """The next event; raises SubscriberClosed once closed and drained."""
+        while True:
+            ev = self.get_nowait()
+            if ev is not None:
+                return ev
+            if self._closed:
+                raise SubscriberClosed
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wakeup.set()

@@ -1,0 +1,154 @@
+"""Process groups: spawn a child in its own session, signal the whole group, see its state.
+
+Each task's child is started with `start_new_session=True`, so its pid is also its process
+group id and every descendant that does not call setsid itself stays in that group: one
+`killpg` reaches the whole tree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+_PROC = Path("/proc")
+HAVE_PROC = _PROC.is_dir() and sys.platform.startswith("linux")
+
+
+def spawn(argv: Sequence[str], cwd: str | None, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """Start argv in a new session with stdin from /dev/null and both outputs piped.
+
+    Raises OSError (FileNotFoundError, PermissionError, NotADirectoryError ...) when the
+    program or the working directory cannot be used.
+    """
+    return subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=dict(env),
+        start_new_session=True,
+        close_fds=True,
+    )
+
+
+def _read_stat(pid: int | str) -> bytes | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _stat_fields(raw: bytes) -> list[bytes]:
+    # comm (field 2) may hold spaces and parens: split after the last ')'.
+    return raw[raw.rfind(b")") + 2 :].split(b" ")
+
+
+def start_ticks(pid: int) -> int | None:
+    """The process start time in clock ticks since boot (stat field 22), None if unknown."""
+    raw = _read_stat(pid)
+    if raw is None:
+        return None
+    fields = _stat_fields(raw)
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def group_members(pgid: int) -> dict[int, str]:
+    """Every live process of group `pgid` -> its one-letter state (Linux /proc scan)."""
+    members: dict[int, str] = {}
+    for entry in os.scandir(_PROC):
+        name = entry.name
+        if not name.isdigit():
+            continue
+        raw = _read_stat(name)
+        if raw is None:
+            continue
+        fields = _stat_fields(raw)
+        try:
+            if int(fields[2]) == pgid:
+                members[int(name)] = fields[0].decode()
+        except (IndexError, ValueError):
+            continue
+    return members
+
+
+def group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Send sig to the group. False when the group no longer exists."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _group_settled(pgid: int, stopped: bool) -> bool:
+    # Zombies (Z) and dead (X) members count as settled: they will never run again.
+    for state in group_members(pgid).values():
+        if state in "ZX":
+            continue
+        if (state in "Tt") != stopped:
+            return False
+    return True
+
+
+async def wait_group_state(pgid: int, stopped: bool, timeout: float = 5.0) -> bool:
+    """Poll /proc until every member is stopped (T/t) or running (not T/t).
+
+    A process may sit in D (uninterruptible) for a moment after SIGSTOP, so only the state
+    seen in /proc says the group has really stopped. Without /proc, trust the signal.
+    """
+    if not HAVE_PROC:
+        return True
+    deadline = time.monotonic() + timeout
+    delay = 0.0002
+    while True:
+        if _group_settled(pgid, stopped):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.01)
+
+
+def kill_group_now(pgid: int) -> None:
+    """SIGKILL the group, also continuing it first (a stopped group still dies of SIGKILL)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def reap_stale_group(pgid: int, leader_pid: int, leader_ticks: int | None) -> bool:
+    """After a crash: kill what is left of a group we started, if it is still ours.
+
+    A live leader with other start ticks is a reused pid: not ours. A group id cannot be
+    reused while any member of the old group lives, so members without the leader are ours.
+    Returns True when something was killed.
+    """
+    if not group_exists(pgid):
+        return False
+    if HAVE_PROC:
+        ticks = start_ticks(leader_pid)
+        if ticks is not None and leader_ticks is not None and ticks != leader_ticks:
+            return False
+    kill_group_now(pgid)
+    return True

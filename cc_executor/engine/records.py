@@ -1,0 +1,77 @@
+"""The task record: what the engine knows of one task, persisted and sent to clients."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from cc_executor.protocol import TaskStatus
+
+TaskKind = Literal["command", "claude"]
+
+
+def new_task_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+@dataclass(slots=True)
+class TaskRecord:
+    task_id: str
+    command: str | list[str]
+    argv: list[str]
+    kind: TaskKind = "command"
+    name: str | None = None
+    cwd: str | None = None
+    status: TaskStatus = TaskStatus.QUEUED
+    pid: int | None = None
+    pgid: int | None = None
+    start_ticks: int | None = None  # /proc/<pid>/stat starttime: tells a reused pid apart
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    ended_at: float | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    stdout_bytes: int = 0
+    stderr_bytes: int = 0
+    timeout: float | None = None
+    idle_timeout: float | None = None
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.ended_at if self.ended_at is not None else time.time()
+        return round(end - self.started_at, 6)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The public shape of a task (the `status` result and bridge results)."""
+        d = asdict(self)
+        d.pop("start_ticks")
+        d["status"] = str(self.status)
+        d["duration_s"] = self.duration_s
+        extra = d.pop("extra")
+        for k, v in extra.items():
+            d.setdefault(k, v)
+        return d
+
+    def completed_params(self) -> dict[str, Any]:
+        """Params of the `process.completed` notification."""
+        d: dict[str, Any] = {
+            "task_id": self.task_id,
+            "status": str(self.status),
+            "exit_code": self.exit_code,
+            "signal": self.signal,
+            "duration_s": self.duration_s,
+            "stdout_bytes": self.stdout_bytes,
+            "stderr_bytes": self.stderr_bytes,
+        }
+        if self.error:
+            d["error"] = self.error
+        for key in ("error_kind", "result", "claude_session_id", "is_error", "verification"):
+            if key in self.extra:
+                d[key] = self.extra[key]
+        return d

@@ -1,0 +1,150 @@
+"""One handler per JSON-RPC method. Handlers build replies and ask the engine to act.
+
+`ROUTES` maps every method of `protocol.Method` to its params model and handler, so a
+method's name leads straight here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from cc_executor import __version__, jsonrpc
+from cc_executor.engine import Engine, Subscriber
+from cc_executor.protocol import (
+    PARAMS,
+    ControlParams,
+    EmptyParams,
+    ErrorCode,
+    ExecuteClaudeParams,
+    ExecuteParams,
+    Method,
+    OutputParams,
+    ProtocolError,
+    StatusParams,
+    SubscribeParams,
+    UnsubscribeParams,
+)
+from cc_executor.tasks import command_spec
+
+if TYPE_CHECKING:
+    from cc_executor.config import Settings
+
+
+@dataclass
+class Conn:
+    """What a handler knows of the connection it serves."""
+
+    engine: Engine
+    settings: Settings
+    subscriber: Subscriber
+    peer: str = ""
+    _starts: deque[float] = field(default_factory=deque)
+
+    def check_start_rate(self) -> None:
+        limit = self.settings.max_tasks_per_minute_per_connection
+        if limit <= 0:
+            return
+        now = time.monotonic()
+        while self._starts and now - self._starts[0] > 60.0:
+            self._starts.popleft()
+        if len(self._starts) >= limit:
+            retry = 60.0 - (now - self._starts[0])
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"rate limit: at most {limit} tasks per minute per connection",
+                {"limit_per_minute": limit, "retry_after_s": round(retry, 3)},
+            )
+        self._starts.append(now)
+
+
+def _started(rec: Any) -> dict[str, Any]:
+    d: dict[str, Any] = {"task_id": rec.task_id, "status": str(rec.status), "pid": rec.pid}
+    if rec.name:
+        d["name"] = rec.name
+    if rec.error:
+        d["error"] = rec.error
+    return d
+
+
+async def execute(conn: Conn, p: ExecuteParams) -> dict[str, Any]:
+    spec = command_spec(p, conn.settings)
+    conn.check_start_rate()
+    rec = await conn.engine.execute(spec, conn.subscriber)
+    return _started(rec)
+
+
+async def execute_claude(conn: Conn, p: ExecuteClaudeParams) -> dict[str, Any]:
+    from cc_executor.claude.runner import claude_spec
+
+    spec = claude_spec(p, conn.settings)
+    conn.check_start_rate()
+    rec = await conn.engine.execute(spec, conn.subscriber)
+    return _started(rec)
+
+
+async def control(conn: Conn, p: ControlParams) -> dict[str, Any]:
+    rec = await conn.engine.control(p.task_id, p.action)
+    return {"task_id": rec.task_id, "action": p.action.value, "status": str(rec.status)}
+
+
+async def status(conn: Conn, p: StatusParams) -> dict[str, Any]:
+    if p.task_id is not None:
+        return (await conn.engine.get(p.task_id)).to_dict()
+    tasks = await conn.engine.list(p.limit)
+    return {"tasks": [t.to_dict() for t in tasks], "stats": conn.engine.stats()}
+
+
+async def output(conn: Conn, p: OutputParams) -> dict[str, Any]:
+    return await conn.engine.read_output(p.task_id, p.stream, p.offset, p.limit)
+
+
+async def subscribe(conn: Conn, p: SubscribeParams) -> dict[str, Any]:
+    engine = conn.engine
+    rec = engine.subscribe(p.task_id, conn.subscriber, p.from_offset, p.stderr_from_offset)
+    if rec is None:
+        rec = await engine.get(p.task_id)
+        engine.replay_finished(rec, conn.subscriber, p.from_offset, p.stderr_from_offset)
+    return {
+        "task_id": rec.task_id,
+        "status": str(rec.status),
+        "stdout_bytes": rec.stdout_bytes,
+        "stderr_bytes": rec.stderr_bytes,
+    }
+
+
+async def unsubscribe(conn: Conn, p: UnsubscribeParams) -> dict[str, Any]:
+    await conn.engine.get(p.task_id)  # TASK_NOT_FOUND for unknown ids
+    return {
+        "task_id": p.task_id,
+        "unsubscribed": conn.engine.unsubscribe(p.task_id, conn.subscriber),
+    }
+
+
+async def hook_status(conn: Conn, p: EmptyParams) -> dict[str, Any]:
+    from cc_executor.hooks import hook_status as _hook_status
+
+    return _hook_status(conn.engine, conn.settings)
+
+
+async def ping(conn: Conn, p: EmptyParams) -> dict[str, Any]:
+    return {"pong": True, "version": __version__, "time": time.time()}
+
+
+_HANDLERS: dict[str, jsonrpc.Handler] = {
+    Method.EXECUTE: execute,
+    Method.EXECUTE_CLAUDE: execute_claude,
+    Method.CONTROL: control,
+    Method.STATUS: status,
+    Method.OUTPUT: output,
+    Method.SUBSCRIBE: subscribe,
+    Method.UNSUBSCRIBE: unsubscribe,
+    Method.HOOK_STATUS: hook_status,
+    Method.PING: ping,
+}
+
+ROUTES: dict[str, jsonrpc.Route] = {
+    str(name): jsonrpc.Route(PARAMS[name], handler) for name, handler in _HANDLERS.items()
+}

@@ -1,0 +1,249 @@
+"""The cc-executor wire contract, defined once.
+
+Method names, their params (pydantic models: schema and validation), notification names,
+task statuses and application error codes. The service, the Python client, the CLI and the
+MCP bridge all import from here; docs/protocol.md documents the same names.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+PROTOCOL_VERSION = "1"
+
+
+class Method(StrEnum):
+    EXECUTE = "execute"
+    EXECUTE_CLAUDE = "execute_claude"
+    CONTROL = "control"
+    STATUS = "status"
+    OUTPUT = "output"
+    SUBSCRIBE = "subscribe"
+    UNSUBSCRIBE = "unsubscribe"
+    HOOK_STATUS = "hook_status"
+    PING = "ping"
+
+
+class Notification(StrEnum):
+    STARTED = "process.started"
+    OUTPUT = "process.output"
+    DROPPED = "process.dropped"
+    PAUSED = "process.paused"
+    RESUMED = "process.resumed"
+    COMPLETED = "process.completed"
+    ERROR = "process.error"
+    CLAUDE_EVENT = "claude.event"
+
+
+class TaskStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    LOST = "lost"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset(
+    {
+        TaskStatus.COMPLETED,
+        TaskStatus.FAILED,
+        TaskStatus.CANCELLED,
+        TaskStatus.TIMED_OUT,
+        TaskStatus.LOST,
+    }
+)
+
+
+class Action(StrEnum):
+    PAUSE = "PAUSE"
+    RESUME = "RESUME"
+    CANCEL = "CANCEL"
+
+
+class Stream(StrEnum):
+    STDOUT = "stdout"
+    STDERR = "stderr"
+
+
+class ErrorCode(IntEnum):
+    """JSON-RPC 2.0 standard codes, then cc-executor's own in -32000..-32099."""
+
+    PARSE_ERROR = -32700
+    INVALID_REQUEST = -32600
+    METHOD_NOT_FOUND = -32601
+    INVALID_PARAMS = -32602
+    INTERNAL_ERROR = -32603
+
+    TASK_NOT_FOUND = -32001
+    COMMAND_NOT_ALLOWED = -32002
+    INVALID_STATE = -32003
+    CAPACITY_EXCEEDED = -32004
+    SPAWN_FAILED = -32005
+    HOOK_REJECTED = -32006
+    RATE_LIMITED = -32007
+    MESSAGE_TOO_LARGE = -32008
+    OUTPUT_UNAVAILABLE = -32009
+    SESSION_NOT_FOUND = -32010
+
+
+class ProtocolError(Exception):
+    """An error that becomes a JSON-RPC error object: raise it from any handler."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = int(code)
+        self.message = message
+        self.data = data
+
+    def to_dict(self) -> dict[str, Any]:
+        err: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            err["data"] = self.data
+        return err
+
+
+# --------------------------------------------------------------------------- params
+
+_Strict = ConfigDict(extra="forbid")
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class ExecuteParams(BaseModel):
+    """`execute`: run a command. A string goes through the configured shell; a list is exec'd."""
+
+    model_config = _Strict
+
+    command: str | list[str]
+    cwd: str | None = None
+    env: dict[str, str] | None = None
+    timeout: PositiveSeconds | None = None
+    idle_timeout: PositiveSeconds | None = None
+    name: str | None = Field(default=None, max_length=256)
+
+    @field_validator("command")
+    @classmethod
+    def _non_empty(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, str):
+            if not v.strip():
+                raise ValueError("command must not be empty")
+        elif not v or not v[0]:
+            raise ValueError("command list must name a program first")
+        if "\x00" in (v if isinstance(v, str) else "".join(v)):
+            raise ValueError("command must not contain NUL bytes")
+        return v
+
+
+class ExecuteClaudeParams(BaseModel):
+    """`execute_claude`: run a fresh `claude -p` with argv built by the service."""
+
+    model_config = _Strict
+
+    prompt: str = Field(min_length=1)
+    model: str | None = None
+    allowed_tools: list[str] | None = None
+    disallowed_tools: list[str] | None = None
+    permission_mode: (
+        Literal["default", "acceptEdits", "bypassPermissions", "plan", "dontAsk", "auto"] | None
+    ) = None
+    skip_permissions: bool = False
+    max_turns: int | None = Field(default=None, ge=1)
+    max_budget_usd: float | None = Field(default=None, gt=0)
+    mcp_config: str | dict[str, Any] | None = None
+    append_system_prompt: str | None = None
+    add_dirs: list[str] | None = None
+    resume: str | None = None
+    fork_session: bool = False
+    cwd: str | None = None
+    env: dict[str, str] | None = None
+    timeout: PositiveSeconds | None = None
+    idle_timeout: PositiveSeconds | None = None
+    name: str | None = Field(default=None, max_length=256)
+
+    @model_validator(mode="after")
+    def _fork_needs_resume(self) -> ExecuteClaudeParams:
+        if self.fork_session and not self.resume:
+            raise ValueError("fork_session requires resume")
+        return self
+
+
+class TaskRef(BaseModel):
+    """Anything that names one task. `session_id` is accepted as an alias (design notes)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    task_id: str = Field(min_length=1, validation_alias="task_id")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _alias_session_id(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "task_id" not in data and "session_id" in data:
+            data = dict(data)
+            data["task_id"] = data.pop("session_id")
+        return data
+
+
+class ControlParams(TaskRef):
+    action: Action
+
+    @field_validator("action", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+
+class StatusParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: str | None = None
+    limit: int = Field(default=1000, ge=1, le=100_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _alias_session_id(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "task_id" not in data and "session_id" in data:
+            data = dict(data)
+            data["task_id"] = data.pop("session_id")
+        return data
+
+
+class OutputParams(TaskRef):
+    stream: Stream = Stream.STDOUT
+    offset: int = Field(default=0, ge=0)
+    limit: int = Field(default=1024 * 1024, ge=0, le=16 * 1024 * 1024)
+
+
+class SubscribeParams(TaskRef):
+    from_offset: int | None = Field(default=None, ge=0)
+    stderr_from_offset: int | None = Field(default=None, ge=0)
+
+
+class UnsubscribeParams(TaskRef):
+    pass
+
+
+class EmptyParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+PARAMS: dict[str, type[BaseModel]] = {
+    Method.EXECUTE: ExecuteParams,
+    Method.EXECUTE_CLAUDE: ExecuteClaudeParams,
+    Method.CONTROL: ControlParams,
+    Method.STATUS: StatusParams,
+    Method.OUTPUT: OutputParams,
+    Method.SUBSCRIBE: SubscribeParams,
+    Method.UNSUBSCRIBE: UnsubscribeParams,
+    Method.HOOK_STATUS: EmptyParams,
+    Method.PING: EmptyParams,
+}
+"""Every method and its params model. A method's handler lives in `cc_executor.handlers`."""

@@ -1,0 +1,284 @@
+"""The executor service: JSON-RPC 2.0 over WebSocket at /ws (and /ws/mcp), /health over HTTP.
+
+This module only moves frames and guards the door (path, Origin, token, connection
+limits); what a frame means is `jsonrpc`, what a method does is `handlers`, and every
+process belongs to the `Engine`.
+
+Run it with `cc-executor start`, `python -m cc_executor` or `python -m cc_executor.server`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections import Counter
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from cc_executor import __version__, jsonrpc
+from cc_executor.auth import ensure_token, token_matches
+from cc_executor.config import Settings
+from cc_executor.engine import Engine, Event, Subscriber, SubscriberClosed
+from cc_executor.handlers import ROUTES, Conn
+from cc_executor.logs import setup_logging
+
+log = logging.getLogger(__name__)
+
+WS_PATHS = frozenset({"/ws", "/ws/mcp"})
+_MAX_IN_FLIGHT = 64  # concurrent requests per connection before we stop reading
+
+
+def _json_response(status: HTTPStatus, body: dict[str, Any]) -> Response:
+    payload = jsonrpc.encode(body)
+    headers = Headers(
+        [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(payload))),
+            ("Cache-Control", "no-store"),
+        ]
+    )
+    return Response(status.value, status.phrase, headers, payload)
+
+
+class ExecutorService:
+    """The engine plus its WebSocket front door."""
+
+    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+        self.settings = settings
+        self.engine = engine or Engine(settings)
+        self.token = ""
+        self._server: Server | None = None
+        self._connections = 0
+        self._per_client: Counter[str] = Counter()
+        self._started = time.time()
+        self.stopped = asyncio.Event()
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        self.token = ensure_token(self.settings)
+        await self.engine.start()
+        self._server = await serve(
+            self._handle,
+            self.settings.host,
+            self.settings.port,
+            process_request=self._process_request,
+            compression=None,  # deflate costs more than it saves on loopback
+            max_size=self.settings.max_message_bytes,
+            ping_interval=20,
+            ping_timeout=60,
+            server_header=f"cc-executor/{__version__}",
+        )
+        log.info(
+            "cc-executor listening",
+            extra={"url": self.url, "data_dir": str(self.settings.data_dir)},
+        )
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        for sock in self._server.sockets:
+            return int(sock.getsockname()[1])
+        return self.settings.port
+
+    @property
+    def url(self) -> str:
+        host = self.settings.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"ws://{host}:{self.port}/ws"
+
+    async def stop(self) -> None:
+        """Stop accepting, end every task's group, close the store."""
+        if self._server is not None:
+            self._server.close(close_connections=False)
+        await self.engine.close()
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+        self.stopped.set()
+
+    # ---------------------------------------------------------------- HTTP side
+
+    def health(self) -> dict[str, Any]:
+        stats = self.engine.stats()
+        return {
+            "status": "ok",
+            "version": __version__,
+            "running": stats["running"],
+            "paused": stats["paused"],
+            "queued": stats["queued"],
+            "connections": self._connections,
+            "uptime_s": round(time.time() - self._started, 3),
+        }
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        url = urlsplit(request.path)
+        if url.path == "/health":
+            return _json_response(HTTPStatus.OK, self.health())
+        if url.path not in WS_PATHS:
+            return _json_response(HTTPStatus.NOT_FOUND, {"error": f"no such path {url.path}"})
+        origin = request.headers.get("Origin")
+        if origin is not None and origin not in self.settings.allowed_origins:
+            log.warning("refused foreign origin", extra={"origin": origin})
+            return _json_response(HTTPStatus.FORBIDDEN, {"error": "origin not allowed"})
+        given: str | None = None
+        auth = request.headers.get("Authorization")
+        if auth and auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        else:
+            tokens = parse_qs(url.query).get("token")
+            given = tokens[0] if tokens else None
+        if not token_matches(self.token, given):
+            return _json_response(HTTPStatus.UNAUTHORIZED, {"error": "missing or invalid token"})
+        if self._connections >= self.settings.max_connections:
+            return _json_response(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "too many connections"})
+        per_client = self.settings.max_connections_per_client
+        client = _peer_host(connection)
+        if per_client > 0 and self._per_client[client] >= per_client:
+            return _json_response(
+                HTTPStatus.TOO_MANY_REQUESTS,
+                {"error": f"at most {per_client} connections per client address"},
+            )
+        return None
+
+    # ---------------------------------------------------------------- WebSocket side
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        client = _peer_host(ws)
+        self._connections += 1
+        self._per_client[client] += 1
+        sub = Subscriber(
+            self.settings.subscriber_queue_bytes, on_drop=self.engine.on_subscriber_drop
+        )
+        conn = Conn(self.engine, self.settings, sub, peer=client)
+        writer = asyncio.create_task(self._write_loop(ws, sub))
+        in_flight = asyncio.Semaphore(_MAX_IN_FLIGHT)
+        pending: set[asyncio.Task[None]] = set()
+        try:
+            async for message in ws:
+                await in_flight.acquire()
+                t = asyncio.create_task(self._serve_frame(conn, message, in_flight))
+                pending.add(t)
+                t.add_done_callback(pending.discard)
+        except ConnectionClosed:
+            pass
+        finally:
+            # Tasks keep running when their client goes; they stay reachable by subscribe.
+            self.engine.detach(sub)
+            for t in pending:
+                t.cancel()
+            sub.close()
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+            self._connections -= 1
+            self._per_client[client] -= 1
+            if self._per_client[client] <= 0:
+                del self._per_client[client]
+
+    async def _serve_frame(self, conn: Conn, message: str | bytes, slot: asyncio.Semaphore) -> None:
+        try:
+            items, is_batch = jsonrpc.parse(message)
+            replies: list[dict[str, Any]] = []
+            calls = []
+            for item in items:
+                if isinstance(item, dict):
+                    replies.append(item)
+                else:
+                    calls.append(jsonrpc.call(ROUTES, item, conn))
+            if len(calls) == 1:
+                r = await calls[0]
+                if r is not None:
+                    replies.append(r)
+            elif calls:
+                replies.extend(r for r in await asyncio.gather(*calls) if r is not None)
+            if not replies:
+                return
+            body = replies if is_batch else replies[0]
+            conn.subscriber.push(_reply_event(jsonrpc.encode(body)))
+        finally:
+            slot.release()
+
+    async def _write_loop(self, ws: ServerConnection, sub: Subscriber) -> None:
+        try:
+            while True:
+                ev = await sub.get()
+                # Text frames: JSON-RPC is text; orjson already gave us UTF-8 bytes.
+                await ws.send(ev.frame(), text=True)
+        except (SubscriberClosed, ConnectionClosed):
+            pass
+
+
+def _reply_event(frame: bytes) -> Event:
+    """A response travels the same ordered queue as notifications; it is never dropped."""
+    ev = Event("", {"task_id": ""})
+    ev._frame = frame
+    return ev
+
+
+def _peer_host(connection: ServerConnection) -> str:
+    addr = connection.remote_address
+    if isinstance(addr, tuple) and addr:
+        return str(addr[0])
+    return str(addr)
+
+
+async def run_service(settings: Settings) -> None:
+    """Start the service and serve until SIGINT/SIGTERM, then end every task and exit."""
+    service = ExecutorService(settings)
+    await service.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: ending all task groups")
+    await service.stop()
+
+
+def build_arg_parser(prog: str = "cc-executor start") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Start the cc-executor service.")
+    p.add_argument("--host", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8003)")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+    p.add_argument("--data-dir", help="where records, logs and the token live")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for key in ("host", "port", "log_level", "data_dir"):
+        value = getattr(args, key, None)
+        if value is not None:
+            overrides[key] = value
+    return Settings(**overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_arg_parser("python -m cc_executor.server").parse_args(argv)
+    settings = settings_from_args(args)
+    setup_logging(settings.log_level, settings.log_format, settings.log_file)
+    try:
+        asyncio.run(run_service(settings))
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

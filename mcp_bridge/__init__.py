@@ -1,0 +1,1 @@
+"""MCP stdio bridge for cc-executor."""
