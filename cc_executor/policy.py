@@ -42,7 +42,7 @@ def _refuse(message: str, **data: object) -> ProtocolError:
     return ProtocolError(ErrorCode.COMMAND_NOT_ALLOWED, message, data or None)
 
 
-def _program_allowed(program: str, allowed: list[str]) -> bool:
+def program_allowed(program: str, allowed: list[str]) -> bool:
     if "/" in program:
         # A path must be listed as that exact path: "/tmp/x/ls" is not "ls".
         return os.path.normpath(program) in {os.path.normpath(a) for a in allowed if "/" in a}
@@ -84,7 +84,7 @@ def resolve_argv(
     else:
         argv = list(command)
     program = argv[0]
-    if not _program_allowed(program, allowed):
+    if not program_allowed(program, allowed):
         raise _refuse(
             f"program {program!r} is not in allowed_commands", program=program, allowed=allowed
         )
