@@ -190,6 +190,7 @@ class ExecutorClient:
             raise ExecutorConnectionError(f"cannot reach the service at {self.url}: {exc}") from exc
 
     async def connect(self) -> None:
+        ws: ClientConnection | None = None
         if self.retry_for > 0:
             async for attempt in AsyncRetrying(
                 stop=stop_after_delay(self.retry_for),
@@ -198,11 +199,13 @@ class ExecutorClient:
                 reraise=True,
             ):
                 with attempt:
-                    self._ws = await self._connect_once()
+                    ws = await self._connect_once()
         else:
-            self._ws = await self._connect_once()
+            ws = await self._connect_once()
+        assert ws is not None
+        self._ws = ws
         self._closed_exc = None
-        self._reader = asyncio.create_task(self._read_loop(self._ws))
+        self._reader = asyncio.create_task(self._read_loop(ws))
 
     async def close(self) -> None:
         ws, self._ws = self._ws, None
@@ -243,11 +246,11 @@ class ExecutorClient:
             params = msg.get("params") or {}
             if self.on_notification is not None:
                 self.on_notification(method, params)
-            task_id = params.get("task_id")
+            task_id: str | None = params.get("task_id")
             handle = self._handles.get(task_id) if task_id else None
             if handle is not None:
                 handle._feed(method, params)
-                if method == Notification.COMPLETED:
+                if method == Notification.COMPLETED and task_id:
                     self._handles.pop(task_id, None)
             elif task_id:
                 early = self._early.setdefault(task_id, [])

@@ -1,11 +1,19 @@
 """The engine: one owner of every task process (spawn, stream, signal, reap, persist)."""
 
-from cc_executor.engine.engine import Engine, RunningTask, TaskObserver, TaskSpec, command_env
+from cc_executor.engine.engine import (
+    DataDirLocked,
+    Engine,
+    RunningTask,
+    TaskObserver,
+    TaskSpec,
+    command_env,
+)
 from cc_executor.engine.events import Event, Subscriber, SubscriberClosed
 from cc_executor.engine.records import TaskRecord
 from cc_executor.engine.store import SqliteTaskStore, TaskStore
 
 __all__ = [
+    "DataDirLocked",
     "Engine",
     "Event",
     "RunningTask",

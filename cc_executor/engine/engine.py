@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import functools
 import logging
 import os
@@ -152,6 +153,7 @@ class Engine:
         }
         self._closing = False
         self._opened = False
+        self._lock_fd: int | None = None
         self._background: set[asyncio.Task[Any]] = set()
 
     def _in_background(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -163,8 +165,13 @@ class Engine:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Open the store and reconcile it with reality (mark `lost`, reap old groups)."""
+        """Open the store and reconcile it with reality (mark `lost`, reap old groups).
+
+        An engine owns its data dir exclusively (a lock file): recovery marks every task
+        it finds running as lost, which is only true when no other engine runs there.
+        """
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _lock_data_dir(self.settings.data_dir)
         await self.store.open()
         self._opened = True
         await self._recover()
@@ -215,6 +222,9 @@ class Engine:
         if self._opened:
             await self.store.flush()
             await self.store.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
 
     # ------------------------------------------------------------------ queries
 
@@ -785,6 +795,26 @@ class Engine:
         if task is None or stream not in task.streams:
             return b""
         return task.streams[stream].tail(max_bytes)
+
+
+class DataDirLocked(RuntimeError):
+    """Another engine (the service, a bridge fallback, an API caller) owns this data dir."""
+
+
+def _lock_data_dir(data_dir: Path) -> int:
+    path = data_dir / "engine.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DataDirLocked(
+            f"data dir {data_dir} is in use by another cc-executor engine (lock {path}); "
+            "use another data_dir or stop the other one"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
 
 
 def command_env(extra: dict[str, str] | None) -> dict[str, str]:
