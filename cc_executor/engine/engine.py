@@ -108,6 +108,7 @@ class RunningTask:
         self.last_output = time.monotonic()
         self.control_lock = asyncio.Lock()
         self.finishing = False
+        self.group_signalled = False  # we sent the group TERM/KILL: wait for it to be gone
         self.pidfd: int | None = None
 
     @property
@@ -452,6 +453,7 @@ class Engine:
         if rec.pgid is not None and process.group_exists(rec.pgid):
             process.signal_group(rec.pgid, signal.SIGCONT)
             process.kill_group_now(rec.pgid)
+            task.group_signalled = True
         if task.open_pipes > 0:
             # Normally EOF follows at once; a process that escaped the group may hold a pipe.
             loop = asyncio.get_running_loop()
@@ -472,6 +474,11 @@ class Engine:
         task.finishing = True
         for timer in task.timers:
             timer.cancel()
+        if task.group_signalled and rec.pgid is not None:
+            # A final status promises that nothing of the group still runs.
+            if not await process.wait_group_gone(rec.pgid):
+                process.kill_group_now(rec.pgid)
+                await process.wait_group_gone(rec.pgid)
         for stream, out in task.streams.items():
             setattr(rec, f"{stream.value}_bytes", out.offset)
             if out.log_error:
@@ -548,6 +555,7 @@ class Engine:
             return
         if rec.pgid is None:
             return
+        task.group_signalled = True
         process.signal_group(rec.pgid, signal.SIGTERM)
         if rec.status == TaskStatus.PAUSED:
             process.signal_group(rec.pgid, signal.SIGCONT)

@@ -131,6 +131,24 @@ async def wait_group_state(pgid: int, stopped: bool, timeout: float = 5.0) -> bo
         delay = min(delay * 2, 0.01)
 
 
+async def wait_group_gone(pgid: int, timeout: float = 2.0) -> bool:
+    """Poll until no member of the group is alive (zombies count as gone).
+
+    After SIGKILL a process closes its pipes before it is fully dead, so EOF alone does
+    not prove the group is gone.
+    """
+    if not HAVE_PROC:
+        return not group_exists(pgid)
+    deadline = time.monotonic() + timeout
+    delay = 0.0002
+    while any(s not in "ZX" for s in group_members(pgid).values()):
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.01)
+    return True
+
+
 def kill_group_now(pgid: int) -> None:
     """SIGKILL the group, also continuing it first (a stopped group still dies of SIGKILL)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -1,0 +1,182 @@
+"""The Python API runs real processes through the in-process engine (no service)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+import cc_executor
+from cc_executor.config import Settings
+
+FAKE_CLAUDE = Path(__file__).parents[1] / "fake_claude" / "claude"
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from conftest import live_members, wait_until  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def api_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    data = tmp_path_factory.mktemp("api-data")
+    cc_executor.shutdown()
+    from cc_executor import api
+
+    api._API.settings = None
+    cc_executor.configure(
+        Settings(data_dir=data, claude_bin=str(FAKE_CLAUDE), kill_grace_seconds=1.0)
+    )
+    yield data
+    cc_executor.shutdown()
+
+
+def test_command_result_has_status_exit_and_both_streams() -> None:
+    r = cc_executor.cc_execute(command="echo out; echo err >&2; exit 3")
+    assert (r.status, r.exit_code, r.ok) == ("failed", 3, False)
+    assert r.output == "out\n"
+    assert r.stderr == "err\n"
+    assert r.result is None
+
+
+def test_list_command_is_exec_without_shell() -> None:
+    r = cc_executor.cc_execute(command=["echo", "$HOME", ";", "x"])
+    assert r.ok
+    assert r.output == "$HOME ; x\n"
+
+
+def test_claude_prompt_returns_parsed_record(fake_claude_state: Path) -> None:
+    r = cc_executor.cc_execute("plan the work", max_turns=3)
+    assert r.ok, r
+    assert r.result == "Fake Claude answer to: plan the work"
+    assert r.claude_session_id
+    assert r.total_cost_usd is not None and r.total_cost_usd > 0
+    assert r.error_kind is None
+    # The conversation can be resumed through the same API.
+    again = cc_executor.cc_execute("and then?", resume=r.claude_session_id)
+    assert again.claude_session_id == r.claude_session_id
+    assert "turn 2" in (again.result or "")
+
+
+def test_claude_error_kind_reaches_the_result(fake_claude_state: Path) -> None:
+    r = cc_executor.cc_execute("hi FAKE_ERROR=auth")
+    assert r.status == "failed"
+    assert r.error_kind == "auth"
+    assert r.error
+
+
+def test_sync_callback_runs_in_calling_thread(fake_claude_state: Path) -> None:
+    seen: list[tuple[str, int]] = []
+    cc_executor.cc_execute(
+        "FAKE_TOOL_USE", on_event=lambda m, p: seen.append((m, threading.get_ident()))
+    )
+    methods = [m for m, _ in seen]
+    assert methods[0] == "process.started"
+    assert methods[-1] == "process.completed"
+    assert "claude.event" in methods
+    assert {tid for _, tid in seen} == {threading.get_ident()}
+
+
+async def test_async_callback_runs_on_callers_loop() -> None:
+    loop = asyncio.get_running_loop()
+    seen: list[str] = []
+
+    def on_event(method: str, params: dict[str, object]) -> None:
+        assert asyncio.get_running_loop() is loop
+        seen.append(method)
+
+    r = await cc_executor.acc_execute(command="printf 'a\\nb\\n'", on_event=on_event)
+    assert r.output == "a\nb\n"
+    await wait_until(lambda: "process.completed" in seen)
+    assert seen[0] == "process.started" and "process.output" in seen
+
+
+async def test_concurrent_async_calls_share_the_engine() -> None:
+    results = await asyncio.gather(
+        *(cc_executor.acc_execute(command=["sh", "-c", f"echo {i}"]) for i in range(8))
+    )
+    assert [r.output for r in results] == [f"{i}\n" for i in range(8)]
+    assert len({r.task_id for r in results}) == 8
+
+
+def test_timeout_ends_the_whole_group() -> None:
+    r = cc_executor.cc_execute(command="sleep 300 & sleep 300 & echo started; wait", timeout=0.5)
+    assert r.status == "timed_out"
+    assert r.output == "started\n"  # output so far is kept
+    pgid = r.record["pgid"]
+    assert not live_members(pgid)
+
+
+async def test_cancelling_the_call_cancels_the_group() -> None:
+    started = asyncio.Event()
+    pids: list[int] = []
+
+    def on_event(method: str, params: dict[str, object]) -> None:
+        if method == "process.started":
+            pids.append(int(str(params["pid"])))
+            started.set()
+
+    call = asyncio.create_task(
+        cc_executor.acc_execute(command="sleep 300 & sleep 300; wait", on_event=on_event)
+    )
+    await started.wait()
+    assert await wait_until(lambda: len(live_members(pids[0])) >= 2)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert not live_members(pids[0])
+
+
+def test_ctrl_c_in_a_sync_caller_leaves_no_process(tmp_path: Path) -> None:
+    script = tmp_path / "app.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys
+            from pathlib import Path
+            import cc_executor
+            from cc_executor.config import Settings
+            cc_executor.configure(Settings(data_dir=Path({str(tmp_path / "d")!r})))
+            def on_event(method, params):
+                if method == "process.started":
+                    print(params["pid"], flush=True)
+            try:
+                cc_executor.cc_execute(command="sleep 300 & sleep 300; wait", on_event=on_event)
+            except KeyboardInterrupt:
+                print("interrupted", flush=True)
+                sys.exit(130)
+            """
+        )
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=dict(os.environ)
+    )
+    assert proc.stdout is not None
+    pgid = int(proc.stdout.readline())
+    assert wait_until_sync(lambda: len(live_members(pgid)) >= 2)
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=30) == 130
+    assert "interrupted" in rest
+    assert not live_members(pgid)
+
+
+def wait_until_sync(pred: object, timeout: float = 10.0) -> bool:
+    return asyncio.run(wait_until(pred, timeout))  # type: ignore[arg-type]
+
+
+def test_bad_calls_raise_clear_errors() -> None:
+    with pytest.raises(ValueError, match="exactly one of prompt"):
+        cc_executor.cc_execute("a prompt", command="ls")
+    with pytest.raises(ValueError, match="exactly one of prompt"):
+        cc_executor.cc_execute()
+    with pytest.raises(ValidationError):
+        cc_executor.cc_execute(command="ls", timeout=-1)
+    with pytest.raises(ValidationError):
+        cc_executor.cc_execute(command="ls", no_such_param=1)
