@@ -28,7 +28,7 @@ def ensure_token(settings: Settings) -> str:
         return token
     path: Path = settings.token_file
     path.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
+    token = secrets.token_hex(32)  # hex: never starts with "-", which CLIs would misparse
     tmp = path.with_name(f".token.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
