@@ -87,8 +87,8 @@ HINTS: dict[ErrorKind, str] = {
         "ANTHROPIC_API_KEY and set CC_EXECUTOR_STRIP_ANTHROPIC_API_KEY=false."
     ),
     ErrorKind.RATE_LIMIT: (
-        "Wait until the limit resets, then retry; CC_EXECUTOR_RATE_LIMIT_RETRIES retries "
-        "automatically."
+        "Wait until the limit resets (reset_at, when the CLI gave it), then send the task "
+        "again; with `resume` the conversation continues where it stopped."
     ),
     ErrorKind.USAGE_LIMIT: (
         "Wait until the usage limit resets, or use another account, plan or API key."

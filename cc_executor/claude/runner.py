@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from cc_executor.claude.argv import build_argv, build_env
 from cc_executor.claude.errors import classify
-from cc_executor.claude.stream import ClaudeStreamState, LineSplitter
+from cc_executor.claude.stream import RESULT_MAX_CHARS, ClaudeStreamState, LineSplitter
 from cc_executor.engine import TaskSpec
 from cc_executor.policy import program_allowed
 from cc_executor.protocol import (
@@ -32,6 +32,17 @@ if TYPE_CHECKING:
     from cc_executor.engine.engine import RunningTask
 
 _STDERR_TAIL = 16 * 1024
+
+EVENT_TEXT_MAX_CHARS = RESULT_MAX_CHARS
+"""Assistant text longer than this is cut in `claude.event` (the full text stays in the log).
+
+Events are control messages that a slow subscriber's queue never drops, so each must be
+small: a 5 MB assistant line would otherwise be queued whole for every stalled client.
+"""
+
+MAX_ARG_BYTES = 128 * 1024
+"""Linux refuses to exec an argv holding one string of 128 KiB or more (MAX_ARG_STRLEN,
+counting its NUL terminator): E2BIG, "Argument list too long"."""
 
 UUID_INSTRUCTION = (
     "\n\nWhen you have finished, end your answer with this verification UUID on a line "
@@ -59,6 +70,11 @@ class ClaudeObserver:
     def _line(self, task: RunningTask, line: bytes) -> None:
         compact = self.state.feed_line(line)
         if compact is not None:
+            text = compact.get("text")
+            if isinstance(text, str) and len(text) > EVENT_TEXT_MAX_CHARS:
+                compact["text"] = text[:EVENT_TEXT_MAX_CHARS]
+                compact["text_truncated"] = True
+                compact["text_chars"] = len(text)
             task.emit(Notification.CLAUDE_EVENT, {"task_id": task.task_id, "event": compact})
 
     def on_finish(self, task: RunningTask) -> None:
@@ -121,6 +137,8 @@ def claude_spec(params: ExecuteClaudeParams, settings: Settings) -> TaskSpec:
     expected = str(uuid.uuid4()) if hook.enabled else None
     prompt = params.prompt + UUID_INSTRUCTION.format(uuid=expected) if expected else None
     argv = build_argv(params, settings.claude_bin, prompt)
+    env = build_env(os.environ, params.env, settings.strip_anthropic_api_key)
+    _check_exec_limits(argv, env)
     extra: dict[str, Any] = {"prompt": params.prompt}
     if params.model:
         extra["requested_model"] = params.model
@@ -129,7 +147,7 @@ def claude_spec(params: ExecuteClaudeParams, settings: Settings) -> TaskSpec:
     return TaskSpec(
         command=argv,
         argv=argv,
-        env=build_env(os.environ, params.env, settings.strip_anthropic_api_key),
+        env=env,
         cwd=check_cwd(params.cwd),
         timeout=params.timeout,
         idle_timeout=params.idle_timeout,
@@ -138,3 +156,31 @@ def claude_spec(params: ExecuteClaudeParams, settings: Settings) -> TaskSpec:
         observer=ClaudeObserver(expected, hook.fail_on_missing),
         extra=extra,
     )
+
+
+def _check_exec_limits(argv: list[str], env: dict[str, str]) -> None:
+    """Refuse what exec would reject, with a clear INVALID_PARAMS instead of a spawn failure.
+
+    Without this, a NUL byte or an oversized prompt failed at spawn time and was reported
+    as `cli_not_found`, whose hint (install the CLI) is wrong.
+    """
+    for i, arg in enumerate(argv):
+        what = "prompt" if i == len(argv) - 1 else f"argument {arg[:40]!r}"
+        if "\x00" in arg:
+            raise ProtocolError(ErrorCode.INVALID_PARAMS, f"the {what} contains a NUL byte")
+        try:
+            size = len(os.fsencode(arg))  # what exec gets
+        except UnicodeEncodeError:
+            raise ProtocolError(ErrorCode.INVALID_PARAMS, f"the {what} is not valid text") from None
+        if size + 1 > MAX_ARG_BYTES:
+            raise ProtocolError(
+                ErrorCode.INVALID_PARAMS,
+                f"the {what} is {size} bytes: the OS limits one command-line argument "
+                f"to {MAX_ARG_BYTES - 1} bytes; put the material in a file and refer to it",
+                {"bytes": size, "max_bytes": MAX_ARG_BYTES - 1},
+            )
+    for key, value in env.items():
+        if not key or "=" in key or "\x00" in key or "\x00" in value:
+            raise ProtocolError(
+                ErrorCode.INVALID_PARAMS, f"environment variable {key[:40]!r} is not valid"
+            )
