@@ -2,8 +2,8 @@
 
 `pre_execute` commands run before a task starts; a failing one (non-zero exit or its own
 timeout) refuses the task with HOOK_REJECTED. `post_execute` commands run after it ends;
-their outcome is recorded on the task. Hook processes get their own process group and
-are killed with it on timeout, and never block the event loop.
+their outcome is recorded on the task. Hook processes get their own process group, which
+is killed when the hook ends or times out, and never block the event loop.
 The built-in `uuid_verification` hook is applied by the Claude runner; its outcomes are
 counted here.
 """
@@ -14,8 +14,9 @@ import asyncio
 import contextlib
 import os
 import signal
+import tempfile
 import time
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
@@ -27,36 +28,66 @@ if TYPE_CHECKING:
     from cc_executor.engine.records import TaskRecord
 
 
+_OUTPUT_TAIL = 2000  # characters of a hook's stdout/stderr kept on the record
+
+
 async def run_hook_command(
     command: str, payload: bytes, timeout: float, shell: str
 ) -> dict[str, Any]:
-    """Run one hook command; returns {command, exit_code, timed_out, duration_s, stderr}."""
+    """Run one hook command; returns {command, exit_code, timed_out, duration_s, stdout, stderr}.
+
+    The hook gets its own process group and writes its output to temporary files, not pipes:
+    a process it leaves behind (even one that left the group) cannot hold a pipe open and
+    stall the task past the timeout. When the hook ends, or at its timeout, whatever is left
+    of its group is killed: no hook process outlives its run.
+    """
     started = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(
-        shell,
-        "-c",
-        command,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-    )
-    timed_out = False
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(payload), timeout)
-    except TimeoutError:
-        timed_out = True
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        out, err = await proc.communicate()
+    with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
+        proc = await asyncio.create_subprocess_exec(
+            shell,
+            "-c",
+            command,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=out_f,
+            stderr=err_f,
+            start_new_session=True,
+        )
+        timed_out = False
+        try:
+            await asyncio.wait_for(_feed_and_wait(proc, payload), timeout)
+        except TimeoutError:
+            timed_out = True
+        finally:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            if proc.stdin is not None:
+                proc.stdin.close()
+        await proc.wait()
+        out, err = _tail(out_f), _tail(err_f)
     return {
         "command": command,
         "exit_code": proc.returncode,
         "timed_out": timed_out,
         "duration_s": round(time.monotonic() - started, 4),
-        "stdout": out[-2000:].decode("utf-8", "replace"),
-        "stderr": err[-2000:].decode("utf-8", "replace"),
+        "stdout": out,
+        "stderr": err,
     }
+
+
+async def _feed_and_wait(proc: asyncio.subprocess.Process, payload: bytes) -> None:
+    """Write the payload to the hook's stdin (it may not read it), then wait for its exit."""
+    assert proc.stdin is not None
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        proc.stdin.write(payload)
+        await proc.stdin.drain()
+    proc.stdin.close()
+    await proc.wait()
+
+
+def _tail(f: IO[bytes]) -> str:
+    size = f.seek(0, os.SEEK_END)
+    f.seek(max(0, size - _OUTPUT_TAIL))
+    return f.read().decode("utf-8", "replace")[-_OUTPUT_TAIL:]
 
 
 class HookRunner:
