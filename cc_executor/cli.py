@@ -29,6 +29,7 @@ import httpx
 from pydantic import ValidationError
 
 from cc_executor import __version__
+from cc_executor.cli_sessions import add_sessions_parser
 from cc_executor.client import ExecutorClient, ExecutorConnectionError, output_bytes
 from cc_executor.config import Settings
 from cc_executor.protocol import Action, Notification, ProtocolError, TaskStatus
@@ -676,6 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(action.value.lower(), parents=[conn, as_json], help=text)
         p.add_argument("task", metavar="TASK")
         p.set_defaults(func=_control(action))
+    add_sessions_parser(sub)
     return parser
 
 

@@ -27,6 +27,7 @@ from cc_executor.protocol import (
     SubscribeParams,
     UnsubscribeParams,
 )
+from cc_executor.sessions.handlers import SESSION_ROUTES
 from cc_executor.tasks import command_spec
 
 if TYPE_CHECKING:
@@ -148,3 +149,4 @@ _HANDLERS: dict[str, jsonrpc.Handler] = {
 ROUTES: dict[str, jsonrpc.Route] = {
     str(name): jsonrpc.Route(PARAMS[name], handler) for name, handler in _HANDLERS.items()
 }
+ROUTES.update(SESSION_ROUTES)  # session.* handlers: cc_executor/sessions/handlers.py

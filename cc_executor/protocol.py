@@ -10,7 +10,14 @@ from __future__ import annotations
 from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 PROTOCOL_VERSION = "1"
 
@@ -25,6 +32,14 @@ class Method(StrEnum):
     UNSUBSCRIBE = "unsubscribe"
     HOOK_STATUS = "hook_status"
     PING = "ping"
+    SESSION_CREATE = "session.create"
+    SESSION_SEND = "session.send"
+    SESSION_STATUS = "session.status"
+    SESSION_LIST = "session.list"
+    SESSION_LOGS = "session.logs"
+    SESSION_KILL = "session.kill"
+    SESSION_SPAWN_TEMP = "session.spawn_temp"
+    SESSION_COORDINATE = "session.coordinate"
 
 
 class Notification(StrEnum):
@@ -36,6 +51,7 @@ class Notification(StrEnum):
     COMPLETED = "process.completed"
     ERROR = "process.error"
     CLAUDE_EVENT = "claude.event"
+    SESSION_UPDATED = "session.updated"
 
 
 class TaskStatus(StrEnum):
@@ -235,6 +251,98 @@ class EmptyParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# --------------------------------------------------------------------------- session params
+# A session is a named Claude conversation whose turns are `execute_claude` tasks resuming
+# it (docs/sessions.md). `session_id` params also accept a session's unique active name.
+
+PermissionMode = Literal["default", "acceptEdits", "bypassPermissions", "plan", "dontAsk", "auto"]
+
+
+class SessionCreateParams(BaseModel):
+    """`session.create`: a new session in an existing working directory."""
+
+    model_config = _Strict
+
+    working_dir: str = Field(min_length=1)
+    name: str | None = Field(default=None, min_length=1, max_length=128)
+    model: str | None = None
+    allowed_tools: list[str] | None = None
+    disallowed_tools: list[str] | None = None
+    permission_mode: PermissionMode | None = None
+    skip_permissions: bool = False
+    append_system_prompt: str | None = None
+    mcp_config: str | dict[str, Any] | None = None
+    watch_mode: bool = False
+    max_turns: int | None = Field(default=None, ge=1)
+    continuation_prompt: str = Field(default="continue", min_length=1)
+    turn_timeout: PositiveSeconds | None = None
+    prompt: str | None = Field(default=None, min_length=1)
+
+
+class SessionRef(BaseModel):
+    """Anything that names one session (`session.status`, `session.kill`)."""
+
+    model_config = _Strict
+
+    session_id: str = Field(min_length=1)
+
+
+class SessionSendParams(BaseModel):
+    """`session.send`: queue one turn. `wait_for_response` is the design notes' name of `wait`."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    session_id: str = Field(min_length=1)
+    message: str = Field(min_length=1)
+    wait: bool = Field(default=False, validation_alias=AliasChoices("wait", "wait_for_response"))
+    from_session: str | None = Field(default=None, min_length=1)
+    timeout: PositiveSeconds | None = None
+
+
+class SessionListParams(BaseModel):
+    model_config = _Strict
+
+    include_ended: bool = False
+
+
+class SessionLogsParams(SessionRef):
+    lines: int = Field(default=50, ge=1, le=10_000)
+
+
+class SessionSpawnTempParams(BaseModel):
+    """`session.spawn_temp`: run one command or one Claude prompt, return its result, clean up."""
+
+    model_config = _Strict
+
+    command: str | list[str] | None = None
+    prompt: str | None = Field(default=None, min_length=1)
+    working_dir: str = Field(min_length=1)
+    timeout: PositiveSeconds = 300.0
+    name: str | None = Field(default=None, max_length=128)
+    model: str | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> SessionSpawnTempParams:
+        if (self.command is None) == (self.prompt is None):
+            raise ValueError("give exactly one of command or prompt")
+        if self.command is not None:
+            ExecuteParams(command=self.command)  # the same checks as `execute`
+        return self
+
+
+class SessionCoordinateParams(BaseModel):
+    """`session.coordinate`. `session_assignments` is the design notes' name of `assignments`."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    task_description: str = Field(min_length=1)
+    assignments: dict[str, str] = Field(
+        min_length=1, validation_alias=AliasChoices("assignments", "session_assignments")
+    )
+    timeout: PositiveSeconds = 600.0
+    cancel_on_timeout: bool = False
+
+
 PARAMS: dict[str, type[BaseModel]] = {
     Method.EXECUTE: ExecuteParams,
     Method.EXECUTE_CLAUDE: ExecuteClaudeParams,
@@ -245,5 +353,13 @@ PARAMS: dict[str, type[BaseModel]] = {
     Method.UNSUBSCRIBE: UnsubscribeParams,
     Method.HOOK_STATUS: EmptyParams,
     Method.PING: EmptyParams,
+    Method.SESSION_CREATE: SessionCreateParams,
+    Method.SESSION_SEND: SessionSendParams,
+    Method.SESSION_STATUS: SessionRef,
+    Method.SESSION_LIST: SessionListParams,
+    Method.SESSION_LOGS: SessionLogsParams,
+    Method.SESSION_KILL: SessionRef,
+    Method.SESSION_SPAWN_TEMP: SessionSpawnTempParams,
+    Method.SESSION_COORDINATE: SessionCoordinateParams,
 }
 """Every method and its params model. A method's handler lives in `cc_executor.handlers`."""

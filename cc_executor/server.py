@@ -32,6 +32,7 @@ from cc_executor.config import Settings
 from cc_executor.engine import Engine, Event, Subscriber, SubscriberClosed
 from cc_executor.handlers import ROUTES, Conn
 from cc_executor.logs import setup_logging
+from cc_executor.sessions import SessionManager
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class ExecutorService:
     def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
         self.settings = settings
         self.engine = engine or Engine(settings)
+        self.sessions = SessionManager(self.engine, settings)
         self.token = ""
         self._server: Server | None = None
         self._connections = 0
@@ -69,6 +71,7 @@ class ExecutorService:
     async def start(self) -> None:
         self.token = ensure_token(self.settings)
         await self.engine.start()
+        await self.sessions.start()
         self._server = await serve(
             self._handle,
             self.settings.host,
@@ -103,6 +106,7 @@ class ExecutorService:
         """Stop accepting, end every task's group, close the store."""
         if self._server is not None:
             self._server.close(close_connections=False)
+        await self.sessions.stop()
         await self.engine.close()
         if self._server is not None:
             self._server.close()
