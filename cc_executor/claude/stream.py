@@ -16,6 +16,10 @@ TOOL_RESULT_MAX_CHARS = 500
 RESULT_MAX_CHARS = 2000
 
 
+PARTIAL_TEXT_CHARS = 1_000_000
+"""Assistant text kept for the partial result of a run stopped early (newest first kept)."""
+
+
 class LineSplitter:
     """Split a byte stream into `\\n`-terminated lines of any length.
 
@@ -121,6 +125,7 @@ class ClaudeStreamState:
         self.claude_code_version: str | None = None
         # assistant / user
         self.partial_text: list[str] = []
+        self._partial_chars = 0
         self.tool_uses: list[str] = []
         self.assistant_error: str | None = None
         self.assistant_error_text: str | None = None
@@ -220,6 +225,10 @@ class ClaudeStreamState:
                     self.tool_uses.append(name)
                 uses.append({"name": name, "id": _str(block.get("id"))})
         self.partial_text.extend(texts)
+        self._partial_chars += sum(len(t) for t in texts)
+        # Keep the newest ~PARTIAL_TEXT_CHARS: the partial result of a stopped run.
+        while self._partial_chars > PARTIAL_TEXT_CHARS and len(self.partial_text) > 1:
+            self._partial_chars -= len(self.partial_text.pop(0))
         text = "".join(texts)
         if isinstance(message, dict) and not self.model:
             model = _str(message.get("model"))

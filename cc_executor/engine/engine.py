@@ -289,12 +289,7 @@ class Engine:
                     f"{label} {value} exceeds max_timeout {s.max_timeout}",
                     {"max_timeout": s.max_timeout},
                 )
-        if self._running >= s.max_concurrent_tasks and len(self._queue) >= s.max_queued_tasks:
-            raise ProtocolError(
-                ErrorCode.CAPACITY_EXCEEDED,
-                f"{self._running} tasks running and {len(self._queue)} queued: at capacity",
-                {"max_concurrent_tasks": s.max_concurrent_tasks, "max_queued": s.max_queued_tasks},
-            )
+        self._check_capacity()
         record = TaskRecord(
             task_id=new_task_id(),
             command=spec.command,
@@ -308,6 +303,7 @@ class Engine:
         )
         for hook in self.pre_execute:
             await hook(record)  # raises ProtocolError(HOOK_REJECTED) to refuse
+        self._check_capacity()  # again: others may have come in while the hooks ran
         task = RunningTask(record, spec, self.log_dir)
         if subscriber is not None:
             task.subscribers.add(subscriber)
@@ -319,6 +315,15 @@ class Engine:
             self._queue.append(task)
             self.store.save(record)
         return record
+
+    def _check_capacity(self) -> None:
+        s = self.settings
+        if self._running >= s.max_concurrent_tasks and len(self._queue) >= s.max_queued_tasks:
+            raise ProtocolError(
+                ErrorCode.CAPACITY_EXCEEDED,
+                f"{self._running} tasks running and {len(self._queue)} queued: at capacity",
+                {"max_concurrent_tasks": s.max_concurrent_tasks, "max_queued": s.max_queued_tasks},
+            )
 
     async def _start(self, task: RunningTask) -> None:
         rec = task.record
@@ -411,7 +416,11 @@ class Engine:
                 {"task_id": task.task_id, "stream": stream.value, "error": out.log_error},
             )
         if task.spec.observer is not None:
-            task.spec.observer.on_output(task, stream, data)
+            try:
+                task.spec.observer.on_output(task, stream, data)
+            except Exception:
+                # A parser bug must not close the pipe: the bytes are logged either way.
+                log.exception("observer failed on output of task %s", task.task_id)
         if chunk is not None and task.subscribers:
             self._emit_chunk(task, stream, chunk[0], chunk[1])
 

@@ -11,6 +11,8 @@ from cc_executor.protocol import TaskStatus
 
 TaskKind = Literal["command", "claude"]
 
+COMPLETED_RESULT_CHARS = 2000
+
 
 def new_task_id() -> str:
     return uuid.uuid4().hex[:16]
@@ -74,4 +76,9 @@ class TaskRecord:
         for key in ("error_kind", "result", "claude_session_id", "is_error", "verification"):
             if key in self.extra:
                 d[key] = self.extra[key]
+        result = d.get("result")
+        if isinstance(result, str) and len(result) > COMPLETED_RESULT_CHARS:
+            # Completion events are never dropped: keep them small; `status` has it all.
+            d["result"] = result[:COMPLETED_RESULT_CHARS]
+            d["result_truncated"] = True
         return d
