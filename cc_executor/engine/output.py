@@ -47,7 +47,7 @@ class OutputStream:
         self.offset = 0  # bytes received so far (== bytes logged unless the disk failed)
         self.logged = 0
         self.log_error: str | None = None
-        self._ring: deque[bytes] = deque()
+        self._ring: deque[tuple[bytes, int]] = deque()  # (chunk, newlines in it)
         self._ring_bytes = 0
         self._ring_lines = 0
         self._max_bytes = ring_bytes
@@ -96,18 +96,19 @@ class OutputStream:
             return
         if len(data) > self._max_bytes:
             data = data[-self._max_bytes :]
-        self._ring.append(data)
+        lines = data.count(b"\n")  # counted once per chunk: this is the hot path
+        self._ring.append((data, lines))
         self._ring_bytes += len(data)
-        self._ring_lines += data.count(b"\n")
-        while self._ring and (
+        self._ring_lines += lines
+        while len(self._ring) > 1 and (
             self._ring_bytes > self._max_bytes or self._ring_lines > self._max_lines
         ):
-            old = self._ring.popleft()
+            old, old_lines = self._ring.popleft()
             self._ring_bytes -= len(old)
-            self._ring_lines -= old.count(b"\n")
+            self._ring_lines -= old_lines
 
     def tail(self, max_bytes: int | None = None) -> bytes:
-        data = b"".join(self._ring)
+        data = b"".join(chunk for chunk, _ in self._ring)
         if self._ring_lines > self._max_lines:
             excess = self._ring_lines - self._max_lines
             idx = -1
