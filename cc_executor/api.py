@@ -334,23 +334,42 @@ def cc_execute(
 def _list_runner(
     tasks: Sequence[dict[str, Any]], stop_on_failure: bool
 ) -> Callable[[Engine, Settings], Coroutine[Any, Any, list[ExecutionResult]]]:
-    from cc_executor.tasklist import render_task
+    from cc_executor.tasklist import TaskResult, run_task_list
+
+    params = [_params(t.get("prompt"), t.get("command"), _rest(t)) for t in tasks]
 
     async def run(engine: Engine, settings: Settings) -> list[ExecutionResult]:
-        done: list[ExecutionResult] = []
-        for spec in tasks:
-            rendered = render_task(spec, [r.to_dict() for r in done])
-            prompt = rendered.pop("prompt", None)
-            command = rendered.pop("command", None)
-            result = await _run_on_engine(
-                engine, settings, _params(prompt, command, rendered), None
+        ran: dict[int, ExecutionResult] = {}
+
+        async def run_one(index: int, p: Any, needs: frozenset[str]) -> TaskResult:
+            r = await _run_on_engine(engine, settings, p, None)
+            ran[index] = r
+            return TaskResult(
+                index,
+                r.status,
+                task_id=r.task_id,
+                exit_code=r.exit_code,
+                output=r.output,
+                result=r.result,
+                stderr=r.stderr,
+                claude_session_id=r.claude_session_id,
+                error=r.error,
             )
-            done.append(result)
-            if stop_on_failure and not result.ok:
-                break
-        return done
+
+        results = await run_task_list(params, run_one, stop_on_failure=stop_on_failure)
+        out: list[ExecutionResult] = []
+        for res in results:
+            if res.index in ran:
+                out.append(ran[res.index])
+            elif res.status == "error":
+                raise ValueError(res.error)
+        return out
 
     return run
+
+
+def _rest(task: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in task.items() if k not in ("prompt", "command")}
 
 
 async def acc_execute_list(

@@ -180,3 +180,35 @@ def test_bad_calls_raise_clear_errors() -> None:
         cc_executor.cc_execute(command="ls", timeout=-1)
     with pytest.raises(ValidationError):
         cc_executor.cc_execute(command="ls", no_such_param=1)
+
+
+def test_task_list_passes_results_forward(fake_claude_state: Path) -> None:
+    results = cc_executor.cc_execute_list(
+        [
+            {"command": "python3 -c 'print(6 * 7)'"},
+            {"prompt": "explain {{previous.output}}"},
+            {"command": ["echo", "first said {{tasks[0].output}}"]},
+        ]
+    )
+    assert [r.status for r in results] == ["completed"] * 3
+    assert results[1].result == "Fake Claude answer to: explain 42"
+    assert results[2].output == "first said 42\n"
+
+
+def test_task_list_stops_at_the_first_failure() -> None:
+    results = cc_executor.cc_execute_list(
+        [{"command": "exit 4"}, {"command": "echo never"}], stop_on_failure=True
+    )
+    assert [(r.status, r.exit_code) for r in results] == [("failed", 4)]
+    both = cc_executor.cc_execute_list(
+        [{"command": "exit 4"}, {"command": "echo {{previous.exit_code}}"}],
+        stop_on_failure=False,
+    )
+    assert both[1].output == "4\n"
+
+
+def test_task_list_rejects_a_bad_placeholder_before_running() -> None:
+    with pytest.raises(ValueError, match="tasks\\[5\\]"):
+        cc_executor.cc_execute_list(
+            [{"command": "echo hi"}, {"command": "echo {{tasks[5].output}}"}]
+        )
