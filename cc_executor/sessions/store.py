@@ -9,19 +9,14 @@ earlier write, so a read always sees what was saved before it.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import logging
-import queue
-import sqlite3
-import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import orjson
 
 from cc_executor.sessions.records import TURN_OPEN, Message, Session, Turn
+from cc_executor.sqlite_thread import SqliteThread
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -88,8 +83,6 @@ _UPSERT_MESSAGE = (
     "VALUES (?,?,?,?,?) ON CONFLICT(message_id) DO UPDATE SET data=excluded.data"
 )
 
-_Op = tuple[str, Any, concurrent.futures.Future[Any] | None]
-
 
 def _dumps(obj: dict[str, Any]) -> bytes:
     return orjson.dumps(obj, default=str)
@@ -100,91 +93,17 @@ class SqliteSessionStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._ops: queue.SimpleQueue[_Op] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._conn: sqlite3.Connection | None = None
-        self._closed = False
-        self.write_errors = 0
+        self._db = SqliteThread(path, _SCHEMA, "cc-executor-sessions")
 
-    # -- thread side -------------------------------------------------------------------
-
-    def _run(self, ready: concurrent.futures.Future[None]) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
-            self._conn = conn
-        except Exception as exc:
-            ready.set_exception(exc)
-            return
-        ready.set_result(None)
-        while True:
-            op = self._ops.get()
-            if op[0] != "write":
-                if self._handle(op):
-                    return
-                continue
-            # Batch every write already waiting into the same transaction.
-            writes = [op[1]]
-            nxt: _Op | None = None
-            while True:
-                try:
-                    nxt = self._ops.get_nowait()
-                except queue.Empty:
-                    nxt = None
-                    break
-                if nxt[0] != "write":
-                    break
-                writes.append(nxt[1])
-            self._write(writes)
-            if nxt is not None and self._handle(nxt):
-                return
-
-    def _write(self, writes: list[tuple[str, tuple[Any, ...]]]) -> None:
-        assert self._conn is not None
-        try:
-            with self._conn:
-                self._conn.execute("BEGIN")
-                for sql, row in writes:
-                    self._conn.execute(sql, row)
-        except sqlite3.Error as exc:
-            self.write_errors += 1
-            log.error("session store write failed: %s", exc)
-
-    def _handle(self, op: _Op) -> bool:
-        """Run a non-write op; True means stop the thread."""
-        assert self._conn is not None
-        kind, arg, fut = op
-        if kind == "close":
-            self._conn.close()
-            if fut is not None:
-                fut.set_result(None)
-            return True
-        fn: Callable[[sqlite3.Connection], Any] = arg
-        try:
-            result = fn(self._conn)
-        except Exception as exc:
-            if fut is not None:
-                fut.set_exception(exc)
-        else:
-            if fut is not None:
-                fut.set_result(result)
-        return False
-
-    # -- loop side ---------------------------------------------------------------------
+    @property
+    def write_errors(self) -> int:
+        return self._db.write_errors
 
     async def open(self) -> None:
-        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._thread = threading.Thread(
-            target=self._run, args=(ready,), name="cc-executor-sessions", daemon=True
-        )
-        self._thread.start()
-        await asyncio.wrap_future(ready)
+        await self._db.open()
 
     def _put(self, sql: str, row: tuple[Any, ...]) -> None:
-        self._ops.put(("write", (sql, row), None))
+        self._db.put(sql, row)
 
     def save_session(self, session: Session) -> None:
         self._put(
@@ -205,21 +124,14 @@ class SqliteSessionStore:
         )
         self._put(_UPSERT_MESSAGE, row)
 
-    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._closed or self._thread is None:
-            raise RuntimeError("the session store is not open")
-        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._ops.put(("call", fn, fut))
-        return await asyncio.wrap_future(fut)
-
     async def sessions(self) -> list[Session]:
-        rows = await self._call(
+        rows = await self._db.call(
             lambda c: c.execute("SELECT data FROM sessions ORDER BY created_at").fetchall()
         )
         return [Session.from_dict(orjson.loads(r[0])) for r in rows]
 
     async def turns(self, session_id: str, limit: int) -> list[Turn]:
-        rows = await self._call(
+        rows = await self._db.call(
             lambda c: c.execute(
                 "SELECT data FROM turns WHERE session_id=? ORDER BY turn DESC LIMIT ?",
                 (session_id, limit),
@@ -229,7 +141,7 @@ class SqliteSessionStore:
 
     async def open_turns(self) -> list[Turn]:
         marks = ",".join("?" * len(TURN_OPEN))
-        rows = await self._call(
+        rows = await self._db.call(
             lambda c: c.execute(
                 f"SELECT data FROM turns WHERE status IN ({marks}) ORDER BY session_id, turn",
                 tuple(TURN_OPEN),
@@ -238,7 +150,7 @@ class SqliteSessionStore:
         return [Turn.from_dict(orjson.loads(r[0])) for r in rows]
 
     async def messages(self, session_id: str, limit: int) -> list[Message]:
-        rows = await self._call(
+        rows = await self._db.call(
             lambda c: c.execute(
                 "SELECT data FROM messages WHERE from_session=? OR to_session=? "
                 "ORDER BY created_at DESC LIMIT ?",
@@ -248,13 +160,7 @@ class SqliteSessionStore:
         return [Message.from_dict(orjson.loads(r[0])) for r in reversed(rows)]
 
     async def flush(self) -> None:
-        await self._call(lambda c: None)
+        await self._db.flush()
 
     async def close(self) -> None:
-        if self._closed or self._thread is None or not self._thread.is_alive():
-            return
-        self._closed = True
-        fut: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._ops.put(("close", None, fut))
-        await asyncio.wrap_future(fut)
-        self._thread.join(timeout=5)
+        await self._db.close()

@@ -1,0 +1,136 @@
+"""One SQLite connection on one thread, so an event loop never waits on the disk.
+
+Writes are fire-and-forget: `put` enqueues a statement, the thread applies them in order
+and batches whatever is waiting into one transaction. Reads (`call`) run on the same
+thread after every earlier write, so a read sees everything put before it. The task store
+and the session store are both built on this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_Op = tuple[str, Any, concurrent.futures.Future[Any] | None]
+
+
+class SqliteThread:
+    def __init__(self, path: Path, schema: str, name: str) -> None:
+        self.path = path
+        self.schema = schema
+        self.name = name
+        self._ops: queue.SimpleQueue[_Op] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+        self.write_errors = 0
+
+    # -- thread side -------------------------------------------------------------------
+
+    def _run(self, ready: concurrent.futures.Future[None]) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(self.schema)
+            self._conn = conn
+        except Exception as exc:
+            ready.set_exception(exc)
+            return
+        ready.set_result(None)
+        while True:
+            op = self._ops.get()
+            if op[0] != "write":
+                if self._handle(op):
+                    return
+                continue
+            writes = [op[1]]
+            nxt: _Op | None = None
+            while True:  # batch every write already waiting into one transaction
+                try:
+                    nxt = self._ops.get_nowait()
+                except queue.Empty:
+                    nxt = None
+                    break
+                if nxt[0] != "write":
+                    break
+                writes.append(nxt[1])
+            self._write(writes)
+            if nxt is not None and self._handle(nxt):
+                return
+
+    def _write(self, writes: list[tuple[str, tuple[Any, ...]]]) -> None:
+        assert self._conn is not None
+        try:
+            with self._conn:
+                self._conn.execute("BEGIN")
+                for sql, row in writes:
+                    self._conn.execute(sql, row)
+        except sqlite3.Error as exc:
+            self.write_errors += 1
+            log.error("%s: write failed: %s", self.name, exc)
+
+    def _handle(self, op: _Op) -> bool:
+        """Run a non-write op; True means stop the thread."""
+        assert self._conn is not None
+        kind, arg, fut = op
+        if kind == "close":
+            self._conn.close()
+            if fut is not None:
+                fut.set_result(None)
+            return True
+        fn: Callable[[sqlite3.Connection], Any] = arg
+        try:
+            result = fn(self._conn)
+        except Exception as exc:
+            if fut is not None:
+                fut.set_exception(exc)
+        else:
+            if fut is not None:
+                fut.set_result(result)
+        return False
+
+    # -- loop side ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=self._run, args=(ready,), name=self.name, daemon=True
+        )
+        self._thread.start()
+        await asyncio.wrap_future(ready)
+
+    def put(self, sql: str, row: tuple[Any, ...]) -> None:
+        """Apply a write statement soon, in order with every other put."""
+        self._ops.put(("write", (sql, row), None))
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run fn(connection) on the thread after every earlier write; return its result."""
+        if self._closed or self._thread is None:
+            raise RuntimeError(f"{self.name} is not open")
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._ops.put(("call", fn, fut))
+        return await asyncio.wrap_future(fut)
+
+    async def flush(self) -> None:
+        await self.call(lambda c: None)
+
+    async def close(self) -> None:
+        if self._closed or self._thread is None or not self._thread.is_alive():
+            return
+        self._closed = True
+        fut: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._ops.put(("close", None, fut))
+        await asyncio.wrap_future(fut)
+        self._thread.join(timeout=5)
