@@ -97,6 +97,12 @@ def failure(exc: BaseException) -> ToolFailure:
         msg = exc.message
         if isinstance(exc.data, dict) and "errors" in exc.data:
             msg = f"{msg}: {exc.data['errors']}"
+        elif isinstance(exc.data, list) and all(
+            isinstance(e, dict) and "msg" in e for e in exc.data
+        ):  # the service's -32602 details: [{loc, msg}, ...]
+            msg = f"{msg}: " + "; ".join(
+                f"{e.get('loc') or 'params'}: {e['msg']}" for e in exc.data
+            )
         return ToolFailure(msg, exc.code, exc.data)
     if isinstance(exc, ServiceUnavailable):
         return ToolFailure(f"the cc-executor service is unreachable: {exc}", -32000)

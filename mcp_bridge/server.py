@@ -11,21 +11,29 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Annotated, Any, Literal
 
 import orjson
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
-from mcp_types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BeforeValidator, Field, ValidationError
+from mcp_types import CallToolResult, ToolAnnotations
+from pydantic import BeforeValidator, Field
 
 from cc_executor import __version__
 from cc_executor.protocol import ErrorCode, ExecuteClaudeParams, ExecuteParams, ProtocolError
-from cc_executor.tasklist import TemplateError
 from mcp_bridge.backend import Backend, make_backend
-from mcp_bridge.bridge import Bridge, Report, ToolFailure, failure
+from mcp_bridge.bridge import Bridge, failure
 from mcp_bridge.prompt import cc_execute_prompt
+from mcp_bridge.results import JSON_OPTS as _JSON_OPTS
+from mcp_bridge.results import error as _error
+from mcp_bridge.results import guard as _guard
+from mcp_bridge.results import ok as _ok
+from mcp_bridge.results import peer_cancelled as _peer_cancelled
+from mcp_bridge.results import reads, runs
+from mcp_bridge.results import reporter as _reporter
+from mcp_bridge.session_tools import register_sessions
+from mcp_bridge.sessions import SessionTools
 from mcp_bridge.settings import BridgeSettings
 
 log = logging.getLogger(__name__)
@@ -40,70 +48,14 @@ execute_task_list for an ordered sequence whose later tasks use earlier results.
 for the task up to a limit, sending progress; a task still running then comes back as
 status "running" with its task_id: poll get_execution_status, never start it again. Long
 output is clipped in the middle: page it with get_execution_output. The prompt cc_execute
-explains how to orchestrate larger work this way.
+explains how to orchestrate larger work this way. Sessions (create_session,
+send_message_to_session, coordinate_sessions, ...) are persistent Claude conversations on
+the service that keep their context across turns, run in parallel and message each other.
 """.split()
 )
 
-_JSON_OPTS = orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
 RESOURCE_MAX_BYTES = 32 * 1024 * 1024
 """The output resource serves at most this much; get_execution_output pages the rest."""
-
-
-def _ok(data: dict[str, Any]) -> CallToolResult:
-    text = orjson.dumps(data, option=_JSON_OPTS, default=str).decode()
-    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data)
-
-
-def _error(exc: BaseException) -> CallToolResult:
-    f = failure(exc)
-    if not isinstance(exc, ToolFailure | ProtocolError | ValidationError | TemplateError):
-        log.exception("tool failed unexpectedly", exc_info=exc)
-    return CallToolResult(
-        content=[TextContent(type="text", text=f"Error: {f.message}")],
-        structured_content=f.to_dict(),
-        is_error=True,
-    )
-
-
-def _reporter(ctx: Context) -> Report:
-    """Progress notifications for this call (the SDK drops them if the client gave no token).
-
-    The first one goes out only once a task has run for `progress_interval`, so quick
-    calls pay nothing for it.
-    """
-    count = 0
-
-    async def report(message: str) -> None:
-        nonlocal count
-        count += 1
-        await ctx.report_progress(count, None, message)
-
-    return report
-
-
-def _peer_cancelled(ctx: Context) -> Callable[[], bool]:
-    """Whether the client sent notifications/cancelled for this call (not a shutdown).
-
-    The SDK cancels the tool's scope in both cases; only the request's dispatch context
-    knows which. If that ever moves, count every cancellation as the client's.
-    """
-
-    def check() -> bool:
-        try:
-            outbound = ctx.request_context.session._request_outbound
-            return bool(outbound.cancel_requested.is_set())
-        except Exception:
-            return True
-
-    return check
-
-
-async def _guard(call: Awaitable[dict[str, Any]]) -> CallToolResult:
-    try:
-        return _ok(await call)
-    except Exception as exc:
-        return _error(exc)
-
 
 # ------------------------------------------------------------------------------ params
 
@@ -147,28 +99,10 @@ TaskId = Annotated[
 ]
 
 
-def register(mcp: MCPServer, bridge: Bridge) -> None:
+def register(mcp: MCPServer, bridge: Bridge, sessions: SessionTools | None = None) -> None:
     """Add the tools, resources and prompt of cc_executor to `mcp`."""
     s = bridge.settings
-
-    def runs(title: str) -> ToolAnnotations:
-        """Tools that run things: they can change anything the command can reach."""
-        return ToolAnnotations(
-            title=title,
-            read_only_hint=False,
-            destructive_hint=True,
-            idempotent_hint=False,
-            open_world_hint=True,
-        )
-
-    def reads(title: str) -> ToolAnnotations:
-        return ToolAnnotations(
-            title=title,
-            read_only_hint=True,
-            destructive_hint=False,
-            idempotent_hint=True,
-            open_world_hint=False,
-        )
+    sessions = sessions or SessionTools(s, bridge.backend)
 
     @mcp.tool(title="Run a command", annotations=runs("Run a command"))
     async def execute_task(
@@ -435,7 +369,7 @@ def register(mcp: MCPServer, bridge: Bridge) -> None:
         "cc-executor://status",
         name="status",
         title="Executor status",
-        description="Bridge mode and backends, service reachability, engine stats.",
+        description="Bridge mode and backends, service reachability, engine stats, session counts.",
         mime_type="application/json",
     )
     async def status_resource() -> str:
@@ -447,6 +381,7 @@ def register(mcp: MCPServer, bridge: Bridge) -> None:
             "wait_timeout": s.wait_timeout,
             "max_output_chars": s.max_output_chars,
             "backends": await _read(bridge.backend.info()),
+            "sessions": await sessions.counts(),
         }
         return _json(info)
 
@@ -490,6 +425,8 @@ def register(mcp: MCPServer, bridge: Bridge) -> None:
             )
         return text
 
+    register_sessions(mcp, sessions)
+
     # ---------------------------------------------------------------- prompt
 
     @mcp.prompt(
@@ -510,12 +447,14 @@ def build_server(
     """The MCP server, ready to run; its backend connects on first use."""
     settings = settings or BridgeSettings()
     bridge = Bridge(settings, backend or make_backend(settings))
+    sessions = SessionTools(settings, bridge.backend)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[dict[str, Any]]:
         try:
             yield {}
         finally:
+            await sessions.close()
             await bridge.close()
 
     mcp: MCPServer = MCPServer(
@@ -526,7 +465,7 @@ def build_server(
         lifespan=lifespan,
         log_level="WARNING",
     )
-    register(mcp, bridge)
+    register(mcp, bridge, sessions)
     return mcp
 
 

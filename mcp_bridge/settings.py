@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cc_executor.auth import read_token
@@ -73,6 +73,16 @@ class BridgeSettings(BaseSettings):
 
     bridge_log_level: str = "WARNING"
     """Log level of the bridge (logs go to stderr: stdout is the MCP protocol)."""
+
+    session_id: str | None = None
+    """`CC_EXECUTOR_SESSION_ID`: set by the service in a session turn's environment, so a
+    bridge started by that turn's Claude knows which session it speaks for (the default
+    `from_session` of `send_message_to_session`). Unset or empty elsewhere."""
+
+    @field_validator("session_id", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
 
     def service_settings(self) -> Settings:
         """The service's settings from the same environment (local engine, token file)."""

@@ -149,6 +149,26 @@ class AutoBackend(Backend):
         merged.sort(key=lambda t: t.get("created_at") or 0, reverse=True)
         return {"tasks": merged[:limit], "stats": stats}
 
+    async def call(
+        self, method: str, params: dict[str, Any], *, idempotent: bool = False
+    ) -> dict[str, Any]:
+        """Service methods (sessions) go to the service only: they never fall back.
+
+        Sessions are shared by every agent that talks to the service; a private copy in
+        this process would split them. So the service is tried even while it is marked
+        down (connection refused answers at once), and its being unreachable is the error.
+        """
+        try:
+            res = await self.remote.call(method, params, idempotent=idempotent)
+        except ServiceUnavailable as exc:
+            self._down(exc)
+            raise
+        self.remote_up = True
+        return res
+
+    def call_ready(self) -> bool:
+        return self.remote.call_ready()
+
     async def info(self) -> dict[str, Any]:
         return {
             "service_reachable": self.remote_up,

@@ -1,10 +1,11 @@
 """The backend interface and what both implementations share: the bounded wait.
 
 `Backend` is what the MCP tools call: execute, wait (bounded, with progress), status,
-tasks, control, output. Implementations turn their own failures into the project's error
-types: a JSON-RPC style `ProtocolError`, or `ExecutorConnectionError`
-(`ServiceUnavailable` when nothing was sent, so falling back is safe). Every dict they
-return carries `backend: "websocket" | "local"`.
+tasks, control, output, and `call` for the service's other methods (sessions).
+Implementations turn their own failures into the project's error types: a JSON-RPC style
+`ProtocolError`, or `ExecutorConnectionError` (`ServiceUnavailable` when nothing was sent,
+so falling back is safe). Every task dict they return carries `backend: "websocket" |
+"local"`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from cc_executor.client import ExecutorConnectionError
-from cc_executor.protocol import ExecuteClaudeParams, ExecuteParams
+from cc_executor.protocol import ErrorCode, ExecuteClaudeParams, ExecuteParams, ProtocolError
 from mcp_bridge.settings import BridgeSettings
 from mcp_bridge.watch import TaskWatch
 
@@ -76,6 +77,25 @@ class Backend(ABC):
     async def output(
         self, task_id: str, stream: str = "stdout", offset: int = 0, limit: int = 1 << 20
     ) -> dict[str, Any]: ...
+
+    async def call(
+        self, method: str, params: dict[str, Any], *, idempotent: bool = False
+    ) -> dict[str, Any]:
+        """Any other service method by name (the `session.*` methods), with its result.
+
+        `idempotent`: the call may be sent again if its connection drops (reads only).
+        A backend that cannot serve `method` raises ProtocolError METHOD_NOT_FOUND.
+        """
+        raise ProtocolError(
+            ErrorCode.METHOD_NOT_FOUND,
+            f"{method} is not available through the {self.name} backend",
+            {"method": method},
+        )
+
+    def call_ready(self) -> bool:
+        """Whether `call` would go out now without connecting or starting anything (the
+        status resource asks only then: reading it never opens a connection)."""
+        return False
 
     @abstractmethod
     async def info(self) -> dict[str, Any]: ...

@@ -1,4 +1,8 @@
-"""The in-process engine as a backend: the service's own `Engine`, started on first use."""
+"""The in-process engine as a backend: the service's own `Engine`, started on first use.
+
+In `local` mode it also serves the `session.*` methods, through the service's own
+`SessionManager` and handlers on this engine (sessions stored in the engine's slot).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from cc_executor import jsonrpc
 from cc_executor.claude.runner import claude_spec
 from cc_executor.config import Settings
 from cc_executor.engine import DataDirLocked, Engine, Event, Subscriber, TaskSpec
@@ -18,6 +23,8 @@ from cc_executor.protocol import (
     ProtocolError,
     Stream,
 )
+from cc_executor.sessions import SessionManager
+from cc_executor.sessions.handlers import SESSION_ROUTES
 from cc_executor.tasks import command_spec
 from mcp_bridge.backend.base import TaskParams, _Watching
 from mcp_bridge.settings import BridgeSettings
@@ -35,6 +42,15 @@ class _Sink(Subscriber):
 
     def push(self, event: Event) -> None:
         self.watch.feed(event.method, event.params)
+
+
+class _EngineConn:
+    """What the service's session handlers need of a connection: its engine."""
+
+    __slots__ = ("engine",)
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
 
 
 def _started(rec: Any, backend: str) -> dict[str, Any]:
@@ -64,6 +80,7 @@ class LocalBackend(_Watching):
         self._lock = asyncio.Lock()
         self._sinks: dict[str, _Sink] = {}
         self.data_dir: Path | None = None
+        self._sessions: SessionManager | None = None
 
     @property
     def started(self) -> bool:
@@ -164,6 +181,32 @@ class LocalBackend(_Watching):
         res["backend"] = self.name
         return res
 
+    async def session_manager(self) -> SessionManager:
+        """The local SessionManager on the local engine, started on first use."""
+        engine = await self.engine()
+        if self._sessions is None:
+            async with self._lock:
+                if self._sessions is None:
+                    manager = SessionManager(engine, engine.settings)
+                    await manager.start()
+                    self._sessions = manager
+        return self._sessions
+
+    async def call(
+        self, method: str, params: dict[str, Any], *, idempotent: bool = False
+    ) -> dict[str, Any]:
+        """`session.*` methods, run by the service's own handlers on this engine."""
+        route = SESSION_ROUTES.get(method)
+        if route is None:
+            return await super().call(method, params, idempotent=idempotent)
+        manager = await self.session_manager()
+        p = jsonrpc.validate_params(route.params_model, params)
+        res: dict[str, Any] = await route.handler(_EngineConn(manager.engine), p)
+        return res
+
+    def call_ready(self) -> bool:
+        return self._sessions is not None
+
     async def info(self) -> dict[str, Any]:
         return {
             "started": self.started,
@@ -172,6 +215,9 @@ class LocalBackend(_Watching):
         }
 
     async def close(self) -> None:
+        if self._sessions is not None:
+            await self._sessions.stop()
+            self._sessions = None
         if self._engine is not None:
             await self._engine.close()
             self._engine = None

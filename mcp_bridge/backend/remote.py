@@ -231,6 +231,17 @@ class RemoteBackend(_Watching):
         res["backend"] = self.name
         return res
 
+    async def call(
+        self, method: str, params: dict[str, Any], *, idempotent: bool = False
+    ) -> dict[str, Any]:
+        res: dict[str, Any] = await self._call(
+            lambda c: c.call(method, params), idempotent=idempotent
+        )
+        return res
+
+    def call_ready(self) -> bool:
+        return any(c.client.connected for c in self._conns)
+
     async def info(self) -> dict[str, Any]:
         self._prune()
         return {

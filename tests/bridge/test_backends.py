@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,7 @@ async def test_local_mode_never_touches_the_service(
 
 
 async def test_pooled_connection_closed_by_the_service_is_replaced(
-    bridge: Client, service: ExecutorService
+    bridge: Client, service: ExecutorService, tmp_path: Path
 ) -> None:
     first = await call(bridge, "execute_task", {"command": "echo one"})
     assert first["backend"] == "websocket"
@@ -127,14 +128,23 @@ async def test_pooled_connection_closed_by_the_service_is_replaced(
     ws_info = (await _status(bridge))["backends"]["websocket"]
     assert ws_info["connections_opened"] == 2 and ws_info["connections"] == 1
 
-    # A call waiting on a task when its connection drops follows it on a new one.
-    waiting = bridge.call_tool("execute_task", {"command": "sleep 0.5; echo survived"})
+    # A call waiting on a task when its connection drops follows it on a new one. The task
+    # waits on a FIFO that is written only after the connection was dropped.
     import asyncio
 
+    fifo = tmp_path / "gate"
+    os.mkfifo(fifo)
+    waiting = bridge.call_tool("execute_task", {"command": f"read x < {fifo}; echo survived"})
     pending = asyncio.ensure_future(waiting)
     assert await wait_until(lambda: service.health()["running"] == 1)
     for ws in list(service._server.connections):
         await ws.close()
+    # The waiting call reconnects by itself to follow its task.
+    await poll(
+        lambda: _status(bridge), lambda d: d["backends"]["websocket"]["connections_opened"] >= 3
+    )
+    # Opening the FIFO for writing blocks until the task's shell has opened it to read.
+    await asyncio.to_thread(fifo.write_text, "go\n")
     r = await asyncio.wait_for(pending, 30)
     assert not r.is_error, r.content
     assert r.structured_content is not None
