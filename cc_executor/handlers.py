@@ -20,6 +20,7 @@ from cc_executor.protocol import (
     ErrorCode,
     ExecuteClaudeParams,
     ExecuteParams,
+    ListenParams,
     Method,
     OutputParams,
     ProtocolError,
@@ -134,6 +135,15 @@ async def ping(conn: Conn, p: EmptyParams) -> dict[str, Any]:
     return {"pong": True, "version": __version__, "time": time.time()}
 
 
+async def listen(conn: Conn, p: ListenParams) -> dict[str, Any]:
+    """Every task's control events to this connection (a dashboard); it ends on disconnect."""
+    if p.enabled:
+        conn.engine.listeners.add(conn.subscriber)
+    else:
+        conn.engine.listeners.discard(conn.subscriber)
+    return {"listening": p.enabled}
+
+
 _HANDLERS: dict[str, jsonrpc.Handler] = {
     Method.EXECUTE: execute,
     Method.EXECUTE_CLAUDE: execute_claude,
@@ -144,6 +154,7 @@ _HANDLERS: dict[str, jsonrpc.Handler] = {
     Method.UNSUBSCRIBE: unsubscribe,
     Method.HOOK_STATUS: hook_status,
     Method.PING: ping,
+    Method.LISTEN: listen,
 }
 
 ROUTES: dict[str, jsonrpc.Route] = {

@@ -91,7 +91,8 @@ def parse_request(obj: Any) -> Request | dict[str, Any]:
             ProtocolError(ErrorCode.INVALID_REQUEST, "Invalid Request", "method must be a string"),
         )
     params = obj.get("params")
-    if params is not None and not isinstance(params, dict | list):
+    # If present, params must be a structured value: an explicit null is invalid too.
+    if "params" in obj and not isinstance(params, dict | list):
         return error_response(
             rid,
             ProtocolError(

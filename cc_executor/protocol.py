@@ -32,6 +32,7 @@ class Method(StrEnum):
     UNSUBSCRIBE = "unsubscribe"
     HOOK_STATUS = "hook_status"
     PING = "ping"
+    LISTEN = "listen"
     SESSION_CREATE = "session.create"
     SESSION_SEND = "session.send"
     SESSION_STATUS = "session.status"
@@ -251,6 +252,14 @@ class EmptyParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ListenParams(BaseModel):
+    """`listen`: receive every task's control events (not output) and `session.updated`."""
+
+    model_config = _Strict
+
+    enabled: bool = True
+
+
 # --------------------------------------------------------------------------- session params
 # A session is a named Claude conversation whose turns are `execute_claude` tasks resuming
 # it (docs/sessions.md). `session_id` params also accept a session's unique active name.
@@ -353,6 +362,7 @@ PARAMS: dict[str, type[BaseModel]] = {
     Method.UNSUBSCRIBE: UnsubscribeParams,
     Method.HOOK_STATUS: EmptyParams,
     Method.PING: EmptyParams,
+    Method.LISTEN: ListenParams,
     Method.SESSION_CREATE: SessionCreateParams,
     Method.SESSION_SEND: SessionSendParams,
     Method.SESSION_STATUS: SessionRef,

@@ -29,6 +29,7 @@ from websockets.http11 import Request, Response
 from cc_executor import __version__, jsonrpc
 from cc_executor.auth import ensure_token, token_matches
 from cc_executor.config import Settings
+from cc_executor.dashboard import asset_response, own_origins
 from cc_executor.engine import Engine, Event, Subscriber, SubscriberClosed
 from cc_executor.handlers import ROUTES, Conn
 from cc_executor.logs import setup_logging
@@ -105,7 +106,9 @@ class ExecutorService:
     async def stop(self) -> None:
         """Stop accepting, end every task's group, close the store."""
         if self._server is not None:
-            self._server.close(close_connections=False)
+            # Stop accepting only: websockets' Server.close() acts on its first call alone,
+            # so the connections are closed by the close() below, once the tasks are ended.
+            self._server.server.close()
         await self.sessions.stop()
         await self.engine.close()
         if self._server is not None:
@@ -133,9 +136,17 @@ class ExecutorService:
         if url.path == "/health":
             return _json_response(HTTPStatus.OK, self.health())
         if url.path not in WS_PATHS:
+            # The dashboard's files (docs/dashboard.md), to plain GETs only: no token needed.
+            page = None if "Upgrade" in request.headers else asset_response(url.path)
+            if page is not None:
+                return page
             return _json_response(HTTPStatus.NOT_FOUND, {"error": f"no such path {url.path}"})
         origin = request.headers.get("Origin")
-        if origin is not None and origin not in self.settings.allowed_origins:
+        if (
+            origin is not None
+            and origin not in self.settings.allowed_origins
+            and origin not in own_origins(self.settings.host, self.port)  # the dashboard
+        ):
             log.warning("refused foreign origin", extra={"origin": origin})
             return _json_response(HTTPStatus.FORBIDDEN, {"error": "origin not allowed"})
         given: str | None = None

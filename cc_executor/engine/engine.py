@@ -20,7 +20,7 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from cc_executor import __version__
 from cc_executor.config import Settings
@@ -39,6 +39,7 @@ from cc_executor.protocol import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _RECENT_LIMIT = 5000
 _EOF_GRACE_S = 2.0  # after the group is gone, how long to wait for pipes held elsewhere
@@ -162,6 +163,18 @@ class Engine:
         t = asyncio.get_running_loop().create_task(coro)
         self._background.add(t)
         t.add_done_callback(self._background.discard)
+
+    async def _to_the_end(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await coro, which runs to its end even if this caller is cancelled.
+
+        A request's handler is cancelled when its client goes away; a spawn or a signal
+        already sent must still be followed by its bookkeeping (pipes, timers, status).
+        """
+        t = asyncio.get_running_loop().create_task(coro)
+        self._background.add(t)
+        t.add_done_callback(self._background.discard)
+        t.add_done_callback(lambda f: f.cancelled() or f.exception())  # nobody may wait
+        return await asyncio.shield(t)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -310,7 +323,7 @@ class Engine:
         self._live[record.task_id] = task
         if self._running < s.max_concurrent_tasks and not self._queue:
             self._running += 1
-            await self._start(task)
+            await self._to_the_end(self._start_guarded(task))
         else:
             self._queue.append(task)
             self.store.save(record)
@@ -611,6 +624,9 @@ class Engine:
                 f"cannot {action.value} task {task_id}: it is already {rec.status}",
                 {"status": str(rec.status)},
             )
+        return await self._to_the_end(self._control_locked(task, action))
+
+    async def _control_locked(self, task: RunningTask, action: Action) -> TaskRecord:
         async with task.control_lock:
             if action == Action.CANCEL:
                 return await self._cancel(task)

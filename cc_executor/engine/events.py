@@ -86,9 +86,15 @@ class Subscriber:
         self._wakeup.set()
 
     def _shed(self) -> None:
-        """Drop the oldest output down to half the budget, leaving gap markers in place."""
+        """Drop the oldest output down to half the budget, leaving gap markers in place.
+
+        A gap joins the marker already queued for its task and stream when nothing of that
+        stream (nor a control event of that task) was kept after it, so interleaved streams
+        cannot pile up markers: at most one per stream between two kept events.
+        """
         target = self.max_bytes // 2
         kept: deque[Event] = deque()
+        open_markers: dict[tuple[str, str], Event] = {}
         dropped = 0
         for ev in self._queue:
             if self._queued_bytes > target and ev.is_output:
@@ -97,30 +103,34 @@ class Subscriber:
                 p = ev.params
                 start = p["offset"]
                 end = start + ev.nbytes
-                last = kept[-1] if kept else None
-                if (
-                    last is not None
-                    and last.method == Notification.DROPPED
-                    and last.task_id == ev.task_id
-                    and last.params["stream"] == p["stream"]
-                    and last.params["to_offset"] == start
-                ):
-                    last.params["to_offset"] = end
-                    last._frame = None
+                key = (ev.task_id, p["stream"])
+                marker = open_markers.get(key)
+                if marker is not None and marker.params["to_offset"] == start:
+                    marker.params["to_offset"] = end
+                    marker._frame = None
                 else:
-                    kept.append(
-                        Event(
-                            Notification.DROPPED,
-                            {
-                                "task_id": ev.task_id,
-                                "stream": p["stream"],
-                                "from_offset": start,
-                                "to_offset": end,
-                            },
-                        )
+                    marker = Event(
+                        Notification.DROPPED,
+                        {
+                            "task_id": ev.task_id,
+                            "stream": p["stream"],
+                            "from_offset": start,
+                            "to_offset": end,
+                        },
                     )
+                    kept.append(marker)
+                    open_markers[key] = marker
             else:
                 kept.append(ev)
+                stream: str | None = ev.params.get("stream")
+                if ev.method == Notification.DROPPED and stream is not None:
+                    open_markers[(ev.task_id, stream)] = ev
+                elif ev.is_output and stream is not None:
+                    open_markers.pop((ev.task_id, stream), None)
+                elif ev.task_id and open_markers:
+                    # A control event of this task: later gaps must come after it.
+                    for k in [k for k in open_markers if k[0] == ev.task_id]:
+                        del open_markers[k]
         self._queue = kept
         self.dropped_bytes += dropped
         if self._on_drop is not None and dropped:

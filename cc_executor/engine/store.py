@@ -8,8 +8,10 @@ A shared store (Redis, for several hosts) would implement the same methods.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable
+import sqlite3
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -102,8 +104,13 @@ class SqliteTaskStore:
     def save(self, record: TaskRecord) -> None:
         self._db.put(_UPSERT, record_to_row(record))
 
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        # Shielded: a caller cancelled mid-read (its client went away) must not cancel the
+        # thread's future under it; the thread's set_result would raise and end the thread.
+        return await asyncio.shield(self._db.call(fn))
+
     async def get(self, task_id: str) -> TaskRecord | None:
-        row = await self._db.call(
+        row = await self._call(
             lambda c: c.execute("SELECT data FROM tasks WHERE task_id=?", (task_id,)).fetchone()
         )
         return row_to_record(row[0]) if row else None
@@ -121,11 +128,11 @@ class SqliteTaskStore:
                 f"SELECT data FROM tasks WHERE status IN ({marks}) ORDER BY created_at DESC LIMIT ?"
             )
             args = [*st, limit]
-        rows = await self._db.call(lambda c: c.execute(sql, args).fetchall())
+        rows = await self._call(lambda c: c.execute(sql, args).fetchall())
         return [row_to_record(r[0]) for r in rows]
 
     async def flush(self) -> None:
-        await self._db.flush()
+        await self._call(lambda c: None)
 
     async def close(self) -> None:
         await self._db.close()

@@ -1,0 +1,337 @@
+"""The dashboard in a real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright).
+
+Screenshots go to test-artifacts/dashboard/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from cc_executor.client import ExecutorClient
+from cc_executor.dashboard import CSP
+from cc_executor.server import ExecutorService
+from tests.conftest import live_members
+
+CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")
+HAVE_CHROMIUM = CHROMIUM.exists()
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TICKER = 'i=0; while :; do i=$((i+1)); echo "line $i"; sleep 0.05; done'
+
+needs_chromium = pytest.mark.skipif(
+    not HAVE_CHROMIUM,
+    reason="no Chromium: apt-get install -y chromium (Debian's /usr/bin/chromium)",
+)
+
+
+def http_url(service: ExecutorService, path: str = "/") -> str:
+    return f"http://127.0.0.1:{service.port}{path}"
+
+
+@pytest.fixture
+def browser_errors() -> list[str]:
+    """The page's errors and console errors; a test clears those it provoked."""
+    return []
+
+
+@pytest.fixture
+async def page(tmp_path: Path, browser_errors: list[str]) -> AsyncIterator[Any]:
+    """A page of a fresh headless Chromium profile; errors on its console fail the test."""
+    if not HAVE_CHROMIUM:
+        pytest.skip("no Chromium: apt-get install -y chromium (Debian's /usr/bin/chromium)")
+    pw_api = pytest.importorskip(
+        "playwright.async_api", reason="playwright not installed (pip install -e '.[test]')"
+    )
+    async with pw_api.async_playwright() as pw:
+        context = await pw.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1400, "height": 860},
+        )
+        pg = context.pages[0] if context.pages else await context.new_page()
+        pg.set_default_timeout(20_000)
+        errors = browser_errors
+        pg.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
+        pg.on(
+            "console",
+            lambda msg: (
+                errors.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None
+            ),
+        )
+        try:
+            yield pg
+        finally:
+            await context.close()
+        assert not errors, errors
+
+
+async def screenshot(page: Any, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / name
+    await page.screenshot(path=str(path))
+    return path
+
+
+def expect(target: Any) -> Any:
+    from playwright.async_api import expect as pw_expect
+
+    return pw_expect(target)
+
+
+async def open_dashboard(page: Any, service: ExecutorService) -> None:
+    await page.goto(http_url(service) + f"#token={service.token}")
+    await expect(page.locator("#conn")).to_have_text("connected")
+    assert service.token not in page.url  # the fragment is wiped from the address bar
+
+
+# ------------------------------------------------------------------ the live task
+
+
+@needs_chromium
+async def test_live_log_and_pause_resume_cancel_buttons(
+    service: ExecutorService, client: ExecutorClient, page: Any, fake_claude_state: Path
+) -> None:
+    # Some history for the table and the sessions panel: a finished command, a failed one,
+    # and a session whose turn ran the fake `claude` (a Claude task with a cost).
+    done = await client.execute(["echo", "hello from a finished task"], name="greeting")
+    await done.wait(30)
+    failed = await client.execute("echo 'no such file: data.csv' >&2; exit 3", name="loader")
+    await failed.wait(30)
+    workdir = fake_claude_state.parent / "project"
+    workdir.mkdir()
+    s = await client.call("session.create", {"working_dir": str(workdir), "name": "backend"})
+    turn = await client.call(
+        "session.send",
+        {"session_id": s["session_id"], "message": "Add a /health endpoint", "wait": True},
+    )
+    assert turn["status"] == "completed"
+
+    ticker = await client.execute(["sh", "-c", TICKER], name="ticker")
+    pgid = ticker.pid
+    assert pgid is not None
+
+    await open_dashboard(page, service)
+    row = page.locator(f'tr[data-task-id="{ticker.task_id}"]')
+    await expect(row.locator(".status")).to_have_text("running")
+    await expect(page.locator(f'tr[data-task-id="{done.task_id}"] .status')).to_have_text(
+        "completed"
+    )
+    await expect(page.locator(f'tr[data-task-id="{failed.task_id}"] .status')).to_have_text(
+        "failed"
+    )
+    claude_row = page.locator(f'tr[data-task-id="{turn["task_id"]}"]')
+    await expect(claude_row).to_contain_text("Add a /health endpoint")
+    await expect(claude_row).to_contain_text(re.compile(r"\$0\.\d{4}"))  # its cost
+    await expect(page.locator("#sessions")).to_contain_text("backend")
+
+    # Select the ticker: its output appears and keeps coming (the view follows the stream).
+    await row.click()
+    await expect(page.locator("#log-task")).to_have_text(ticker.task_id)
+    log = page.locator("#log-stdout")
+    await expect(log).to_contain_text("line 3")
+    await expect(log).to_contain_text("line 12")
+
+    # Pause: the button's reply comes once the whole group is stopped.
+    await page.locator("#btn-pause").click()
+    await expect(page.locator("#log-status")).to_have_text("paused")
+    await expect(row.locator(".status")).to_have_text("paused")
+    members = live_members(pgid)
+    assert members and all(st in "Tt" for st in members.values()), members
+    await expect(page.locator("#btn-resume")).to_be_enabled()
+    await expect(page.locator("#btn-pause")).to_be_disabled()
+
+    # Resume: running again, and new lines keep arriving in the log.
+    await page.locator("#btn-resume").click()
+    await expect(page.locator("#log-status")).to_have_text("running")
+    members = live_members(pgid)
+    assert members and not any(st in "Tt" for st in members.values()), members
+    last = max(int(n) for n in re.findall(r"line (\d+)", await log.inner_text()))
+    await expect(log).to_contain_text(f"line {last + 5}\n")
+
+    # The sessions panel: the session's turns, linked to their tasks.
+    await page.locator("#sessions li", has_text="backend").click()
+    await expect(page.locator("#session-turns")).to_contain_text("Add a /health endpoint")
+    await expect(page.locator("#session-turns")).to_contain_text(turn["task_id"])
+    await expect(page.locator("#stats")).to_contain_text("1 running · 0 paused")
+    await expect(page.locator("#token-form")).to_be_hidden()
+    await screenshot(page, "dashboard-running.png")
+
+    # Cancel: the group is gone when the status says cancelled.
+    await page.locator("#btn-cancel").click()
+    await expect(page.locator("#log-status")).to_have_text("cancelled")
+    await expect(row.locator(".status")).to_have_text("cancelled")
+    assert not live_members(pgid)
+    await expect(page.locator("#btn-cancel")).to_be_disabled()
+    await screenshot(page, "dashboard-cancelled.png")
+
+
+@needs_chromium
+async def test_log_pages_back_through_the_whole_log(
+    service: ExecutorService, client: ExecutorClient, page: Any
+) -> None:
+    # ~1.1 MB of numbered lines: the view shows the tail, "Load earlier" reaches line 1.
+    big = await client.execute(["seq", "-f", "row %06g", "1", "100000"], name="big")
+    final = await big.wait(30)
+    assert final["status"] == "completed"
+    await open_dashboard(page, service)
+    await page.locator(f'tr[data-task-id="{big.task_id}"]').click()
+    log = page.locator("#log-stdout")
+    await expect(log).to_contain_text("row 100000")
+    assert "row 000001\n" not in await log.inner_text()
+    earlier = page.locator("#load-earlier")
+    shown = page.locator("#log-range")
+    for _ in range(10):  # 256 KiB a click
+        if await earlier.is_disabled():
+            break
+        before = await shown.inner_text()
+        await earlier.click()
+        await expect(shown).not_to_have_text(before)  # this page of the log is in
+    await expect(earlier).to_be_disabled()
+    await expect(shown).to_contain_text("bytes 0\u2013")  # the window starts at byte 0
+    text = await log.inner_text()
+    assert text.startswith("row 000001\n")
+    lines = text.splitlines()
+    assert lines == [f"row {i:06d}" for i in range(1, 100001)]  # every line, once, in order
+
+
+@needs_chromium
+async def test_token_form_when_the_page_has_no_token(
+    service: ExecutorService, client: ExecutorClient, page: Any, browser_errors: list[str]
+) -> None:
+    task = await client.execute(["echo", "via the form"])
+    await task.wait(30)
+    await page.goto(http_url(service))
+    await expect(page.locator("#token-form")).to_be_visible()
+    await page.locator("#token-input").fill("not-the-token")
+    await page.locator("#token-form button").click()
+    await expect(page.locator("#message")).to_contain_text("refused")
+    # Chromium logs the refused handshake (HTTP 401) on the console: that one is expected.
+    assert browser_errors and all("401" in e or "Authentication" in e for e in browser_errors)
+    browser_errors.clear()
+    await page.locator("#token-input").fill(service.token)
+    await page.locator("#token-form button").click()
+    await expect(page.locator("#conn")).to_have_text("connected")
+    await expect(page.locator(f'tr[data-task-id="{task.task_id}"] .status')).to_have_text(
+        "completed"
+    )
+
+
+# ------------------------------------------------------------------ HTTP and the door
+
+
+async def test_page_served_without_token_with_strict_headers(service: ExecutorService) -> None:
+    async with httpx.AsyncClient(trust_env=False) as http:
+        r = await http.get(http_url(service, "/"))
+        js = await http.get(http_url(service, "/static/app.js"))
+        css = await http.get(http_url(service, "/static/style.css"))
+        missing = await http.get(http_url(service, "/static/nope.js"))
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "text/html; charset=utf-8"
+    assert r.headers["content-security-policy"] == CSP
+    assert "default-src 'none'" in CSP and "script-src 'self'" in CSP
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["x-frame-options"] == "DENY"
+    assert r.headers["referrer-policy"] == "no-referrer"
+    assert b"/static/app.js" in r.content and b"<script>" not in r.content
+    assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
+    assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+    assert missing.status_code == 404
+    assert service.token.encode() not in r.content + js.content
+
+
+async def _refused(url: str, **kw: Any) -> int:
+    with pytest.raises(InvalidStatus) as info:
+        async with connect(url, proxy=None, open_timeout=10, **kw):
+            pass
+    return info.value.response.status_code
+
+
+async def test_websocket_needs_the_token_and_the_pages_own_origin(
+    service: ExecutorService, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="cc_executor")
+    caplog.set_level(logging.INFO, logger="websockets")  # the service caps it at WARNING
+    own = f"http://127.0.0.1:{service.port}"
+    ws = service.url
+    # The page is public, the WebSocket is not: no token, or a wrong one, is 401.
+    assert await _refused(ws, origin=own) == 401
+    assert await _refused(ws + "?token=wrong", origin=own) == 401
+    # The page's own origin with the token is let in, by query (as the page does) ...
+    async with connect(f"{ws}?token={service.token}", origin=own, proxy=None) as conn:
+        await conn.send('{"jsonrpc": "2.0", "id": 1, "method": "listen", "params": {}}')
+        assert '"listening":true' in str(await conn.recv()).replace(" ", "")
+    localhost = f"http://localhost:{service.port}"
+    async with connect(f"{ws}?token={service.token}", origin=localhost, proxy=None):
+        pass
+    # ... and any other origin, with the token, is 403.
+    auth = {"Authorization": f"Bearer {service.token}"}
+    for origin in (
+        "http://evil.example",
+        f"http://evil.example:{service.port}",
+        f"http://127.0.0.1:{service.port + 1}",
+        f"https://127.0.0.1:{service.port}",
+        "null",
+    ):
+        assert await _refused(ws, origin=origin, additional_headers=auth) == 403, origin
+    # A WebSocket handshake on the page's path is still no WebSocket.
+    assert await _refused(ws.rsplit("/ws", 1)[0] + "/", additional_headers=auth) == 404
+    assert "refused foreign origin" in caplog.text
+    assert service.token not in caplog.text  # the token in the query is never logged
+
+
+async def test_listen_sends_every_tasks_lifecycle_and_stops_on_disconnect(
+    service: ExecutorService, client: ExecutorClient
+) -> None:
+    seen: list[tuple[str, dict[str, Any]]] = []
+    watcher = ExecutorClient(
+        service.url, service.token, on_notification=lambda m, p: seen.append((m, p))
+    )
+    async with watcher:
+        assert await watcher.call("listen", {}) == {"listening": True}
+        task = await client.execute(["sh", "-c", "echo some output; exec sleep 30"])
+        await client.control(task.task_id, "PAUSE")
+        await client.control(task.task_id, "RESUME")
+        await client.control(task.task_id, "CANCEL")
+        assert service.engine.listeners
+        # Replies and notifications share one ordered queue: all events came before this.
+        assert await watcher.call("listen", {"enabled": False}) == {"listening": False}
+        assert not service.engine.listeners
+        methods = [m for m, p in seen if p.get("task_id") == task.task_id]
+        assert methods == [
+            "process.started",
+            "process.paused",
+            "process.resumed",
+            "process.completed",
+        ]
+        assert [p["status"] for m, p in seen if m == "process.completed"] == ["cancelled"]
+        await watcher.call("listen", {})
+        assert service.engine.listeners
+    await watcher.close()
+    assert await _eventually_no_listeners(service)
+
+
+async def _eventually_no_listeners(service: ExecutorService) -> bool:
+    from tests.conftest import wait_until
+
+    return await wait_until(lambda: not service.engine.listeners)

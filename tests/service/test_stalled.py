@@ -1,0 +1,129 @@
+"""A client that never reads: the log stays byte-exact, the service's memory stays bounded,
+and the client learns exactly which bytes it missed, which `output` gives back."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from cc_executor.client import ExecutorClient, output_bytes
+
+from .conftest import ServiceProcess, raw_connect
+
+MB = 1024 * 1024
+TOTAL = 50 * MB
+SEED = 20240601
+
+# Deterministic pseudo-random bytes, 1 MB at a time; the child reports their sha256.
+CHILD = f"""
+import hashlib, random, sys
+rng = random.Random({SEED})
+h = hashlib.sha256()
+out = sys.stdout.buffer
+for _ in range({TOTAL // MB}):
+    block = rng.randbytes({MB})
+    h.update(block)
+    out.write(block)
+out.flush()
+sys.stderr.write(h.hexdigest())
+"""
+
+
+def expected_sha() -> str:
+    rng = random.Random(SEED)
+    h = hashlib.sha256()
+    for _ in range(TOTAL // MB):
+        h.update(rng.randbytes(MB))
+    return h.hexdigest()
+
+
+def file_sha(path: Any) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(4 * MB):
+            h.update(block)
+    return h.hexdigest()
+
+
+async def test_stalled_subscriber_50mb_log_exact_memory_bounded(
+    service_process: Callable[..., Any],
+) -> None:
+    sp: ServiceProcess = await service_process(CC_EXECUTOR_SUBSCRIBER_QUEUE_BYTES=str(1 * MB))
+    async with ExecutorClient(sp.url, sp.token) as ctl:
+        await ctl.ping()
+        rss_before = sp.vm("VmRSS")
+
+        # max_queue=1: the client library stops reading the socket once one frame waits.
+        async with raw_connect(sp.url, sp.token, max_queue=1) as stalled:
+            started = await stalled.result("execute", {"command": [sys.executable, "-c", CHILD]})
+            task_id = started["task_id"]
+            # ... and from here on nobody reads this connection until the task is over.
+            watch = await ctl.subscribe(task_id, keep_events=False)
+            done = await watch.wait(120)
+            assert done["status"] == "completed", done
+            assert done["stdout_bytes"] == TOTAL
+
+            growth = sp.vm("VmHWM") - rss_before
+            # ~15 MB here; with an unbounded queue it is over 150 MB.
+            assert growth < 40 * MB, f"service peak RSS grew by {growth / MB:.1f} MB"
+
+            # The log is byte-identical to what the process printed.
+            digest = (await ctl.output(task_id, "stderr"))["data"]
+            log = sp.data_dir / "logs" / f"{task_id}.stdout"
+            assert log.stat().st_size == TOTAL
+            assert file_sha(log) == digest == expected_sha()
+
+            # Now the stalled client reads: gaps are named exactly, the rest is there.
+            events = list(stalled.notifications)
+            while not events or events[-1]["method"] != "process.completed":
+                events.append(await stalled.recv())
+            tiles: list[tuple[str, int, int, bytes | None]] = []
+            pos = 0
+            for ev in events:
+                p = ev["params"]
+                if p.get("stream") != "stdout":
+                    continue
+                if ev["method"] == "process.dropped":
+                    assert p["from_offset"] == pos and p["to_offset"] > pos
+                    tiles.append(("gap", p["from_offset"], p["to_offset"], None))
+                    pos = p["to_offset"]
+                elif ev["method"] == "process.output":
+                    data = output_bytes(p)
+                    assert p["offset"] == pos
+                    tiles.append(("data", pos, pos + len(data), data))
+                    pos += len(data)
+            assert pos == TOTAL
+            gaps = [t for t in tiles if t[0] == "gap"]
+            assert gaps, "a stalled 1 MB subscriber must have dropped something"
+            gap_bytes = sum(b - a for _, a, b, _ in gaps)
+            delivered = sum(len(d) for *_, d in tiles if d is not None)
+            # What got through is the queue's budget plus what sat in socket buffers.
+            assert delivered < TOTAL // 4 and gap_bytes == TOTAL - delivered
+
+            # The service counted those drops (stderr's too, and the watching client's).
+            stats = (await ctl.status())["stats"]
+            all_gaps = [e["params"] for e in events if e["method"] == "process.dropped"]
+            all_gaps += watch.dropped
+            counted = sum(d["to_offset"] - d["from_offset"] for d in all_gaps)
+            assert stats["dropped_bytes"] == counted
+            assert stats["dropped_events"] >= 1
+
+            # Every missed byte can be fetched with `output`: the whole stream hashes right.
+            h = hashlib.sha256()
+            for kind, a, b, got in tiles:
+                if got is not None:
+                    h.update(got)
+                    continue
+                off = a
+                while off < b:
+                    page = await ctl.output(task_id, "stdout", off, min(4 * MB, b - off))
+                    chunk = output_bytes(page)
+                    assert chunk and page["offset"] == off
+                    h.update(chunk)
+                    off += len(chunk)
+                assert off == b, kind
+            assert h.hexdigest() == digest
+        log.unlink()
