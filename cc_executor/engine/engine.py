@@ -116,6 +116,12 @@ class RunningTask:
     def task_id(self) -> str:
         return self.record.task_id
 
+    def current_record(self) -> TaskRecord:
+        """The record with the byte counts so far (they are final only once it ends)."""
+        for stream, out in self.streams.items():
+            setattr(self.record, f"{stream.value}_bytes", out.offset)
+        return self.record
+
     def emit(self, method: str, params: dict[str, Any], nbytes: int = 0) -> None:
         """Send a notification to every subscriber of this task."""
         if not self.subscribers:
@@ -251,7 +257,7 @@ class Engine:
     async def get(self, task_id: str) -> TaskRecord:
         task = self._live.get(task_id)
         if task is not None:
-            return task.record
+            return task.current_record()
         rec = self._recent.get(task_id)
         if rec is None:
             rec = await self.store.get(task_id)
@@ -264,7 +270,7 @@ class Engine:
         for rid, rec in self._recent.items():
             by_id[rid] = rec
         for rid, task in self._live.items():
-            by_id[rid] = task.record
+            by_id[rid] = task.current_record()
         return sorted(by_id.values(), key=lambda r: r.created_at, reverse=True)[:limit]
 
     def stats(self) -> dict[str, Any]:

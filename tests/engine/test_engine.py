@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from cc_executor.engine import Engine, Subscriber, TaskSpec
+from cc_executor.engine import Engine, Subscriber, TaskSpec, command_env
 from cc_executor.protocol import Notification, Stream, TaskStatus
 
 MB = 1024 * 1024
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from conftest import wait_until  # noqa: E402
 
 
 async def test_100mb_output_nobody_reads_no_deadlock(
@@ -88,3 +94,23 @@ async def test_spawn_failure_is_a_failed_task(engine: Engine) -> None:
     # The slot was released: the next task runs.
     ok = await engine.execute(TaskSpec(command=["true"], argv=["true"], env=dict(os.environ)))
     assert (await engine.wait(ok.task_id, timeout=10)).status == TaskStatus.COMPLETED
+
+
+async def test_status_of_a_running_task_counts_bytes_so_far(engine: Engine, tmp_path: Path) -> None:
+    fifo = tmp_path / "gate"
+    os.mkfifo(fifo)
+    spec = TaskSpec(
+        command="x",
+        argv=["sh", "-c", f"printf 12345; printf ab >&2; read x < {fifo}"],
+        env=command_env(None),
+    )
+    rec = await engine.execute(spec)
+    assert await wait_until(lambda: engine.tail(rec.task_id) == b"12345")
+    assert await wait_until(lambda: engine.tail(rec.task_id, Stream.STDERR) == b"ab")
+    live = await engine.get(rec.task_id)
+    assert (live.status, live.stdout_bytes, live.stderr_bytes) == ("running", 5, 2)
+    listed = {r.task_id: r for r in await engine.list()}[rec.task_id]
+    assert listed.stdout_bytes == 5
+    await asyncio.to_thread(fifo.write_text, "go\n")
+    done = await engine.wait(rec.task_id, timeout=30)
+    assert (done.status, done.stdout_bytes) == ("completed", 5)
