@@ -87,10 +87,12 @@ class SqliteThread:
         kind, arg, fut = op
         if kind == "close":
             self._conn.close()
-            if fut is not None:
+            if fut is not None and fut.set_running_or_notify_cancel():
                 fut.set_result(None)
             return True
         fn: Callable[[sqlite3.Connection], Any] = arg
+        if fut is not None and not fut.set_running_or_notify_cancel():
+            return False  # the caller gave up (e.g. its client disconnected): skip it
         try:
             result = fn(self._conn)
         except Exception as exc:
