@@ -113,12 +113,33 @@ def signal_group(pgid: int, sig: int) -> bool:
     return True
 
 
+_SIGSTOP_BIT = 1 << (signal.SIGSTOP - 1)
+
+
+def _stop_pending(pid: int) -> bool:
+    """SIGSTOP is pending for pid: it stops before it runs another instruction of its own."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith((b"ShdPnd:", b"SigPnd:")) and (
+                    int(line.split()[1], 16) & _SIGSTOP_BIT
+                ):
+                    return True
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
 def _group_settled(pgid: int, stopped: bool) -> bool:
     # Zombies (Z) and dead (X) members count as settled: they will never run again.
-    for state in group_members(pgid).values():
+    for pid, state in group_members(pgid).items():
         if state in "ZX":
             continue
         if (state in "Tt") != stopped:
+            # A parent blocked in vfork() (state D) on a child that stopped before its exec
+            # cannot take its own SIGSTOP until SIGCONT: pending, it counts as stopped.
+            if stopped and state == "D" and _stop_pending(pid):
+                continue
             return False
     return True
 

@@ -10,6 +10,7 @@ from cc_executor.engine import Engine, TaskSpec, process
 from cc_executor.protocol import Action, TaskStatus
 
 from ..conftest import live_members, wait_until
+from .conftest import really_stopped
 
 
 async def test_pause_whose_caller_is_cancelled_still_settles(
@@ -18,15 +19,12 @@ async def test_pause_whose_caller_is_cancelled_still_settles(
     rec = await engine.execute(sh("sleep 300 & sleep 300; wait"))
     assert rec.pid is not None
     pgid = rec.pid
-    assert await wait_until(lambda: len(live_members(pgid)) == 3), process.group_members(pgid)
+    assert await wait_until(lambda: len(live_members(pgid)) == 3)
     call = asyncio.create_task(engine.control(rec.task_id, Action.PAUSE))
     await asyncio.sleep(0)  # SIGSTOP sent, now waiting for the group to stop
     call.cancel()
     # The group does stop (the signal was sent) and the record must say so.
-    assert await wait_until(lambda: set(process.group_members(pgid).values()) <= {"T", "t"}), (
-        process.group_members(pgid),
-        engine.live_task(rec.task_id).record,  # type: ignore[union-attr]
-    )
+    assert await wait_until(lambda: really_stopped(pgid)), process.group_members(pgid)
     assert await wait_until(lambda: engine.live_task(rec.task_id).record.status == "paused")  # type: ignore[union-attr]
     # And it can be resumed and cancelled as usual.
     assert (await engine.control(rec.task_id, Action.RESUME)).status == TaskStatus.RUNNING
@@ -64,3 +62,20 @@ async def test_execute_whose_caller_is_cancelled_still_streams(
     done = await engine.wait(rec.task_id, timeout=30)
     assert done.status == TaskStatus.COMPLETED, done
     assert done.stderr_bytes == 1_000_000 and done.stdout_bytes == 4
+
+
+async def test_pause_of_a_forking_shell_loop(engine: Engine, sh: Callable[..., TaskSpec]) -> None:
+    """A shell busy spawning programs: a pause often lands while a vfork child has not
+    exec'd yet, leaving its parent blocked (D). The pause must still settle at once."""
+    rec = await engine.execute(sh("while :; do /bin/true; done"))
+    assert rec.pid is not None
+    pgid = rec.pid
+    for _ in range(40):
+        paused = await engine.control(rec.task_id, Action.PAUSE)
+        assert paused.status == TaskStatus.PAUSED
+        assert "control_warning" not in paused.extra, process.group_members(pgid)
+        assert really_stopped(pgid), process.group_members(pgid)
+        resumed = await engine.control(rec.task_id, Action.RESUME)
+        assert resumed.status == TaskStatus.RUNNING
+        assert not set(process.group_members(pgid).values()) & {"T", "t"}
+    assert (await engine.control(rec.task_id, Action.CANCEL)).status == TaskStatus.CANCELLED

@@ -19,10 +19,23 @@ from .conftest import raw_connect
 TREE = "sh -c 'sleep 300; true' & sleep 300 & wait"
 
 
+def comms(pgid: int) -> list[str]:
+    out = []
+    for pid in live_members(pgid):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                out.append(f.read().strip())
+        except OSError:
+            pass
+    return sorted(out)
+
+
 async def start_tree(client: ExecutorClient, command: str = TREE) -> TaskHandle:
+    """Start the tree and wait until it is settled: every sleep exec'd, nobody forking."""
     h = await client.execute(command)
-    assert h.pid is not None
-    assert await wait_until(lambda: len(live_members(h.pid)) == 4), live_members(h.pid)  # type: ignore[arg-type]
+    pgid = h.pid
+    assert pgid is not None
+    assert await wait_until(lambda: comms(pgid) == ["sh", "sh", "sleep", "sleep"]), comms(pgid)
     return h
 
 
@@ -154,16 +167,17 @@ async def test_timeout_of_a_paused_task(
     await h.pause()
     # A wall-clock timeout still ends a paused task (the group is continued to see SIGTERM).
     h2 = await client.execute("sh -c 'sleep 300; true' & sleep 300 & wait", timeout=1.5)
-    assert h2.pid is not None
-    assert await wait_until(lambda: len(live_members(h2.pid)) == 4)  # type: ignore[arg-type]
+    pgid2 = h2.pid
+    assert pgid2 is not None
+    assert await wait_until(lambda: comms(pgid2) == ["sh", "sh", "sleep", "sleep"])
     try:
         assert (await h2.pause())["status"] == "paused"
     except ProtocolError as exc:  # a very slow machine: the timer won the race
         assert exc.code == ErrorCode.INVALID_STATE
     done = await h2.wait(30)
     assert done["status"] == "timed_out"
-    assert await wait_until(lambda: not live_members(h2.pid))  # type: ignore[arg-type]
-    assert_group_gone(h2.pid)
+    assert await wait_until(lambda: not live_members(pgid2))
+    assert_group_gone(pgid2)
     assert (await client.status(h.task_id))["status"] == "paused"  # the other one untouched
     await h.cancel()
 

@@ -82,7 +82,11 @@ async def test_signal_ends_every_group_before_exit(
         assert idle.ws.close_code == 1001
     for pgid in pgids:
         assert not live_members(pgid), live_members(pgid)
-    assert any(r.get("msg", "").startswith("shutting down") for r in sp.log_lines())
+    logs = sp.log_lines()  # structured: one JSON object per line, task ids included
+    assert any(r.get("msg", "").startswith("shutting down") for r in logs)
+    finished = {r.get("task_id") for r in logs if r.get("msg") == "task finished"}
+    assert {plain.task_id, stubborn.task_id} <= finished
+    assert all({"ts", "level", "logger", "msg"} <= set(r) for r in logs)
     store = SqliteTaskStore(sp.data_dir / "tasks.sqlite3")
     await store.open()
     try:
