@@ -59,7 +59,11 @@ class Conn:
                 f"rate limit: at most {limit} tasks per minute per connection",
                 {"limit_per_minute": limit, "retry_after_s": round(retry, 3)},
             )
-        self._starts.append(now)
+
+    def record_start(self) -> None:
+        """Count a start against the rate limit once the engine has accepted it."""
+        if self.settings.max_tasks_per_minute_per_connection > 0:
+            self._starts.append(time.monotonic())
 
 
 def _started(rec: Any) -> dict[str, Any]:
@@ -75,6 +79,7 @@ async def execute(conn: Conn, p: ExecuteParams) -> dict[str, Any]:
     spec = command_spec(p, conn.settings)
     conn.check_start_rate()
     rec = await conn.engine.execute(spec, conn.subscriber)
+    conn.record_start()
     return _started(rec)
 
 
@@ -84,6 +89,7 @@ async def execute_claude(conn: Conn, p: ExecuteClaudeParams) -> dict[str, Any]:
     spec = claude_spec(p, conn.settings)
     conn.check_start_rate()
     rec = await conn.engine.execute(spec, conn.subscriber)
+    conn.record_start()
     return _started(rec)
 
 

@@ -16,7 +16,7 @@ import logging
 import signal
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -38,7 +38,7 @@ from cc_executor.sessions import SessionManager
 log = logging.getLogger(__name__)
 
 WS_PATHS = frozenset({"/ws", "/ws/mcp"})
-_MAX_IN_FLIGHT = 64  # concurrent requests per connection before we stop reading
+_MAX_IN_FLIGHT = 16  # requests per connection until their replies are sent (memory bound)
 
 
 def _json_response(status: HTTPStatus, body: dict[str, Any]) -> Response:
@@ -205,6 +205,10 @@ class ExecutorService:
                 del self._per_client[client]
 
     async def _serve_frame(self, conn: Conn, message: str | bytes, slot: asyncio.Semaphore) -> None:
+        # The slot is held until the reply has gone out, not just been queued: a client
+        # that sends requests without reading replies is stopped at _MAX_IN_FLIGHT
+        # (reading pauses, TCP pushes back) instead of growing the service's memory.
+        reply_queued = False
         try:
             items, is_batch = jsonrpc.parse(message)
             replies: list[dict[str, Any]] = []
@@ -223,9 +227,11 @@ class ExecutorService:
             if not replies:
                 return
             body = replies if is_batch else replies[0]
-            conn.subscriber.push(_reply_event(jsonrpc.encode(body)))
+            conn.subscriber.push(_Reply(jsonrpc.encode(body), slot.release))
+            reply_queued = True
         finally:
-            slot.release()
+            if not reply_queued:
+                slot.release()
 
     async def _write_loop(self, ws: ServerConnection, sub: Subscriber) -> None:
         try:
@@ -233,15 +239,22 @@ class ExecutorService:
                 ev = await sub.get()
                 # Text frames: JSON-RPC is text; orjson already gave us UTF-8 bytes.
                 await ws.send(ev.frame(), text=True)
+                if isinstance(ev, _Reply):
+                    ev.on_sent()
         except (SubscriberClosed, ConnectionClosed):
             pass
 
 
-def _reply_event(frame: bytes) -> Event:
-    """A response travels the same ordered queue as notifications; it is never dropped."""
-    ev = Event("", {"task_id": ""})
-    ev._frame = frame
-    return ev
+class _Reply(Event):
+    """A response: it travels the same ordered queue as notifications, is never dropped,
+    and tells its request's slot when it has been sent."""
+
+    __slots__ = ("on_sent",)
+
+    def __init__(self, frame: bytes, on_sent: Callable[[], None]) -> None:
+        super().__init__("", {"task_id": ""})
+        self._frame = frame
+        self.on_sent = on_sent
 
 
 def _peer_host(connection: ServerConnection) -> str:

@@ -17,15 +17,20 @@ from typing import Any
 from cc_executor import jsonrpc
 from cc_executor.protocol import Notification
 
+CLAUDE_EVENT_WEIGHT = 4096
+
 
 class Event:
-    __slots__ = ("_frame", "method", "nbytes", "params", "task_id")
+    __slots__ = ("_frame", "method", "nbytes", "params", "task_id", "weight")
 
     def __init__(self, method: str, params: dict[str, Any], nbytes: int = 0) -> None:
         self.method = method
         self.params = params
         self.task_id: str = params["task_id"]
         self.nbytes = nbytes  # raw output bytes carried; 0 for control events
+        # What it costs a subscriber's budget. claude.event summaries count too (their
+        # texts are cut to a few KB): a stalled client must not pile them up without bound.
+        self.weight = nbytes or (CLAUDE_EVENT_WEIGHT if method == Notification.CLAUDE_EVENT else 0)
         self._frame: bytes | None = None
 
     @property
@@ -67,6 +72,7 @@ class Subscriber:
         self._closed = False
         self._on_drop = on_drop
         self.dropped_bytes = 0
+        self.dropped_summaries = 0  # claude.event notifications shed
 
     @property
     def closed(self) -> bool:
@@ -79,8 +85,8 @@ class Subscriber:
         if self._closed:
             return
         self._queue.append(event)
-        if event.nbytes:
-            self._queued_bytes += event.nbytes
+        if event.weight:
+            self._queued_bytes += event.weight
             if self._queued_bytes > self.max_bytes:
                 self._shed()
         self._wakeup.set()
@@ -97,6 +103,11 @@ class Subscriber:
         open_markers: dict[tuple[str, str], Event] = {}
         dropped = 0
         for ev in self._queue:
+            if self._queued_bytes > target and ev.method == Notification.CLAUDE_EVENT:
+                # A summary of lines that are in the log: dropped without a marker.
+                self._queued_bytes -= ev.weight
+                self.dropped_summaries += 1
+                continue
             if self._queued_bytes > target and ev.is_output:
                 self._queued_bytes -= ev.nbytes
                 dropped += ev.nbytes
@@ -140,8 +151,8 @@ class Subscriber:
         if not self._queue:
             return None
         ev = self._queue.popleft()
-        if ev.nbytes:
-            self._queued_bytes -= ev.nbytes
+        if ev.weight:
+            self._queued_bytes -= ev.weight
         return ev
 
     async def get(self) -> Event:

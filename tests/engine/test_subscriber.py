@@ -156,3 +156,21 @@ async def test_get_waits_then_raises_when_closed() -> None:
     assert (await sub.get()).method == Notification.COMPLETED  # drained first
     with pytest.raises(SubscriberClosed):
         await sub.get()
+
+
+def test_claude_event_summaries_count_and_are_shed_without_markers() -> None:
+    sub = Subscriber(64 * 1024)
+    for i in range(1000):
+        sub.push(Event(Notification.CLAUDE_EVENT, {"task_id": "t", "event": {"n": i}}))
+    sub.push(Event(Notification.COMPLETED, {"task_id": "t", "status": "completed"}))
+    got = []
+    while (ev := sub.get_nowait()) is not None:
+        got.append(ev)
+    summaries = [ev for ev in got if ev.method == Notification.CLAUDE_EVENT]
+    assert len(summaries) <= 16  # bounded by the budget, not by how many came
+    assert sub.dropped_summaries == 1000 - len(summaries)
+    assert [ev.params["event"]["n"] for ev in summaries] == sorted(
+        ev.params["event"]["n"] for ev in summaries
+    )  # the newest kept, in order
+    assert got[-1].method == Notification.COMPLETED  # control events are never shed
+    assert not [ev for ev in got if ev.method == Notification.DROPPED]

@@ -14,6 +14,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from cc_executor.client import ExecutorClient
+from cc_executor.config import HooksConfig
 from cc_executor.protocol import ErrorCode
 from cc_executor.server import ExecutorService
 
@@ -186,9 +187,17 @@ async def test_connections_per_client_429(make_service: MakeService) -> None:
         assert (await b.result("ping"))["pong"] is True
 
 
-async def test_rate_limit_per_connection(make_service: MakeService) -> None:
-    svc = await make_service(max_tasks_per_minute_per_connection=2)
+async def test_rate_limit_per_connection(make_service: MakeService, tmp_path: Path) -> None:
+    gate = tmp_path / "refuse"
+    gate.touch()
+    hooks = HooksConfig(pre_execute=[f"test ! -e {gate}"])
+    svc = await make_service(max_tasks_per_minute_per_connection=2, hooks=hooks)
     async with raw_connect(svc.url, svc.token) as r:
+        # Starts the engine refuses (here: a pre-execute hook) do not use up the limit.
+        for _ in range(3):
+            refused = await r.call("execute", {"command": ["true"]})
+            assert refused["error"]["code"] == ErrorCode.HOOK_REJECTED
+        gate.unlink()
         ids = [(await r.result("execute", {"command": ["true"]}))["task_id"] for _ in range(2)]
         before = await r.result("status", {})
         reply = await r.call("execute", {"command": ["true"], "name": "third"})

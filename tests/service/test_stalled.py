@@ -11,6 +11,7 @@ from typing import Any
 
 from cc_executor.client import ExecutorClient, output_bytes
 
+from ..conftest import wait_until
 from .conftest import ServiceProcess, raw_connect
 
 MB = 1024 * 1024
@@ -127,3 +128,35 @@ async def test_stalled_subscriber_50mb_log_exact_memory_bounded(
                 assert off == b, kind
             assert h.hexdigest() == digest
         log.unlink()
+
+
+async def test_a_client_that_never_reads_replies_cannot_grow_the_service(
+    service_process: Callable[..., Any],
+) -> None:
+    """Requests whose 1 MB replies are never read stop being served at the in-flight limit
+    (TCP pushes back), instead of piling replies up in the service's memory."""
+    sp: ServiceProcess = await service_process()
+    async with ExecutorClient(sp.url, sp.token) as ctl:
+        task = await ctl.execute([sys.executable, "-c", "print('x' * (1 << 20), end='')"])
+        assert (await task.wait(60))["status"] == "completed"
+        rss_before = sp.vm("VmRSS")
+        request = {"task_id": task.task_id, "limit": 1 << 20}
+        async with raw_connect(sp.url, sp.token, max_queue=1) as greedy:
+            for i in range(400):  # 400 MB of replies if they were all kept
+                await greedy.send(
+                    {"jsonrpc": "2.0", "id": i, "method": "output", "params": request}
+                )
+            # Another client is still served meanwhile.
+            assert (await ctl.ping())["pong"] is True
+            # Unbounded, the service's peak RSS passes 100 MB within a second here; watch
+            # it for 3 s: it must never get there.
+            grew = await wait_until(lambda: sp.vm("VmHWM") - rss_before > 100 * MB, timeout=3)
+            growth = sp.vm("VmHWM") - rss_before
+            assert not grew, f"service peak RSS grew by {growth / MB:.1f} MB"
+            # Reading now, every reply arrives, complete.
+            seen = set()
+            while len(seen) < 400:
+                msg = await greedy.recv(60)
+                if "id" in msg:
+                    assert msg["result"]["size"] == 1 << 20
+                    seen.add(msg["id"])
