@@ -18,7 +18,9 @@ from cc_executor.protocol import ErrorCode, ProtocolError
 SHELL_METACHARACTERS = frozenset(";&|<>$`\\\n\r(){}")
 
 # Overrides that change which binary a name resolves to or what it loads at start.
-_DANGEROUS_ENV_PREFIXES = ("LD_", "DYLD_")
+# BASH_FUNC_<name>%% is how bash imports exported functions: it would redefine any
+# command an allowed bash script runs.
+_DANGEROUS_ENV_PREFIXES = ("LD_", "DYLD_", "BASH_FUNC_")
 _DANGEROUS_ENV_KEYS = frozenset(
     {
         "PATH",
@@ -34,6 +36,11 @@ _DANGEROUS_ENV_KEYS = frozenset(
         "PERL5OPT",
         "PERL5LIB",
         "RUBYOPT",
+        "RUBYLIB",
+        "PERLLIB",
+        "GCONV_PATH",
+        "JAVA_TOOL_OPTIONS",
+        "_JAVA_OPTIONS",
     }
 )
 
@@ -44,9 +51,24 @@ def _refuse(message: str, **data: object) -> ProtocolError:
 
 def program_allowed(program: str, allowed: list[str]) -> bool:
     if "/" in program:
-        # A path must be listed as that exact path: "/tmp/x/ls" is not "ls".
+        # A path must be listed as that exact path: "/tmp/x/ls" is not "ls". No "..": the
+        # kernel resolves "dir/link/../ls" through the symlink, normpath does not.
+        if ".." in program.split("/"):
+            return False
         return os.path.normpath(program) in {os.path.normpath(a) for a in allowed if "/" in a}
     return program in allowed
+
+
+def check_env(env: dict[str, str] | None, allowed: list[str] | None) -> None:
+    """Refuse environment overrides that change what runs, while the allow-list is on."""
+    if allowed is None or not env:
+        return
+    for key in env:
+        if key in _DANGEROUS_ENV_KEYS or key.startswith(_DANGEROUS_ENV_PREFIXES):
+            raise _refuse(
+                f"environment override {key!r} is not allowed while the command allow-list is on",
+                key=key,
+            )
 
 
 def resolve_argv(
@@ -59,14 +81,7 @@ def resolve_argv(
     if allowed is None:
         return [shell, "-c", command] if isinstance(command, str) else list(command)
 
-    if env:
-        for key in env:
-            if key in _DANGEROUS_ENV_KEYS or key.startswith(_DANGEROUS_ENV_PREFIXES):
-                raise _refuse(
-                    f"environment override {key!r} is not allowed while the command "
-                    "allow-list is on",
-                    key=key,
-                )
+    check_env(env, allowed)
     if isinstance(command, str):
         bad = sorted({c for c in command if c in SHELL_METACHARACTERS})
         if bad:

@@ -16,7 +16,7 @@ from cc_executor.claude.argv import build_argv, build_env
 from cc_executor.claude.errors import classify
 from cc_executor.claude.stream import RESULT_MAX_CHARS, ClaudeStreamState, LineSplitter
 from cc_executor.engine import TaskSpec
-from cc_executor.policy import program_allowed
+from cc_executor.policy import check_env, program_allowed
 from cc_executor.protocol import (
     ErrorCode,
     ExecuteClaudeParams,
@@ -133,6 +133,7 @@ def claude_spec(params: ExecuteClaudeParams, settings: Settings) -> TaskSpec:
             ErrorCode.COMMAND_NOT_ALLOWED,
             f"the claude binary {settings.claude_bin!r} is not in allowed_commands",
         )
+    check_env(params.env, allowed)  # the same env tricks would steer the allowed claude
     hook = settings.hooks.uuid_verification
     expected = str(uuid.uuid4()) if hook.enabled else None
     prompt = params.prompt + UUID_INSTRUCTION.format(uuid=expected) if expected else None

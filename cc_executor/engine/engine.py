@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import fcntl
 import functools
 import logging
@@ -26,6 +27,7 @@ from cc_executor import __version__
 from cc_executor.config import Settings
 from cc_executor.engine import process
 from cc_executor.engine.events import Event, Subscriber
+from cc_executor.engine.journal import TASK_ENV, SpawnJournal, kill_tagged
 from cc_executor.engine.output import OutputStream, _incomplete_utf8_tail, encode_data
 from cc_executor.engine.records import TaskKind, TaskRecord, new_task_id
 from cc_executor.engine.store import SqliteTaskStore, TaskStore
@@ -162,6 +164,7 @@ class Engine:
         self._closing = False
         self._opened = False
         self._lock_fd: int | None = None
+        self._journal = SpawnJournal(settings.data_dir / "spawned.jsonl")
         self._background: set[asyncio.Task[Any]] = set()
 
     def _in_background(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -195,12 +198,31 @@ class Engine:
         await self.store.open()
         self._opened = True
         await self._recover()
+        self._journal.open()
 
     async def _recover(self) -> None:
         stale = await self.store.list(
             limit=1_000_000,
             statuses=[TaskStatus.RUNNING, TaskStatus.PAUSED, TaskStatus.QUEUED],
         )
+        # Groups spawned just before a crash may be missing from the store, or still
+        # `queued` there: the spawn journal knows them (see engine/journal.py).
+        by_id = {r.task_id: r for r in stale}
+        journal = self._journal.read()
+        cut_short = [r.task_id for r in journal.values() if r.pid is None]
+        if cut_short and kill_tagged(cut_short):
+            log.warning("killed the groups of spawns a crash interrupted: %s", cut_short)
+        for spawned in journal.values():
+            known = by_id.get(spawned.task_id)
+            if known is not None and known.status != TaskStatus.QUEUED:
+                continue
+            if known is None:
+                stored = await self.store.get(spawned.task_id)
+                if stored is not None and stored.status.is_final:
+                    continue
+            spawned.status = TaskStatus.RUNNING  # spawned, or being spawned, at the crash
+            by_id[spawned.task_id] = spawned
+        stale = list(by_id.values())
         now = time.time()
         for rec in stale:
             if rec.status == TaskStatus.QUEUED:
@@ -210,6 +232,8 @@ class Engine:
                 killed = False
                 if rec.pgid is not None and rec.pid is not None:
                     killed = process.reap_stale_group(rec.pgid, rec.pid, rec.start_ticks)
+                    if killed:  # SIGKILL is not death: serve only once the group is gone
+                        await process.wait_group_gone(rec.pgid, timeout=5.0)
                 rec.status = TaskStatus.LOST
                 rec.error = "the service stopped while this task was running" + (
                     "; its leftover processes were killed" if killed else ""
@@ -242,6 +266,7 @@ class Engine:
         if self._opened:
             await self.store.flush()
             await self.store.close()
+            self._journal.close(clean=True)
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
@@ -352,8 +377,9 @@ class Engine:
             task.streams[stream] = OutputStream(
                 self.log_path(rec.task_id, stream), s.ring_buffer_bytes, s.ring_buffer_lines
             )
+        self._journal.append(rec)  # before the spawn too: see engine/journal.py
         try:
-            proc = process.spawn(rec.argv, rec.cwd, task.spec.env)
+            proc = process.spawn(rec.argv, rec.cwd, {**task.spec.env, TASK_ENV: rec.task_id})
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             self.counters["spawn_failures"] += 1
             rec.error = f"spawn failed: {exc}"
@@ -367,6 +393,7 @@ class Engine:
         rec.started_at = time.time()
         rec.status = TaskStatus.RUNNING
         rec.start_ticks = process.start_ticks(proc.pid) if process.HAVE_PROC else None
+        self._journal.append(rec)  # on disk now: a crash from here on cannot orphan it
         self.counters["tasks_started"] += 1
         self.store.save(rec)
         started = {
@@ -534,6 +561,7 @@ class Engine:
         task.emit(Notification.COMPLETED, params)
         self._notify_listeners(Notification.COMPLETED, params)
         self._live.pop(rec.task_id, None)
+        self._journal.maybe_compact(t.record for t in self._live.values())
         self._recent[rec.task_id] = rec
         while len(self._recent) > _RECENT_LIMIT:
             self._recent.popitem(last=False)
@@ -635,8 +663,12 @@ class Engine:
     async def _control_locked(self, task: RunningTask, action: Action) -> TaskRecord:
         async with task.control_lock:
             if action == Action.CANCEL:
-                return await self._cancel(task)
-            return await self._pause_resume(task, action)
+                rec = await self._cancel(task)
+            else:
+                rec = await self._pause_resume(task, action)
+            # A snapshot: the caller resumes after the next action on this task may have
+            # run, and its reply must say what this action did, not what came after.
+            return copy.copy(rec)
 
     async def _cancel(self, task: RunningTask) -> TaskRecord:
         if task.finishing and task.done.done():

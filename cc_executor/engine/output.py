@@ -76,8 +76,15 @@ class OutputStream:
             self._open()
         if self._file is not None:
             try:
-                self._file.write(data)
-                self.logged += len(data)
+                # An unbuffered write may be short (a disk filling up): the bytes it did not
+                # take must not go missing silently; the next write says why (ENOSPC).
+                view = memoryview(data)
+                while view:
+                    n = self._file.write(view) or 0
+                    if n <= 0:
+                        raise OSError("log write accepted no bytes")
+                    self.logged += n
+                    view = view[n:]
             except OSError as exc:
                 self.log_error = f"log write failed after {self.logged} bytes: {exc}"
                 log.error(self.log_error)

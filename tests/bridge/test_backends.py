@@ -134,9 +134,19 @@ async def test_pooled_connection_closed_by_the_service_is_replaced(
 
     fifo = tmp_path / "gate"
     os.mkfifo(fifo)
-    waiting = bridge.call_tool("execute_task", {"command": f"read x < {fifo}; echo survived"})
+    waiting_on_task = asyncio.Event()
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        waiting_on_task.set()  # progress comes only once the execute reply is in
+
+    waiting = bridge.call_tool(
+        "execute_task",
+        {"command": f"read x < {fifo}; echo survived"},
+        progress_callback=on_progress,
+    )
     pending = asyncio.ensure_future(waiting)
-    assert await wait_until(lambda: service.health()["running"] == 1)
+    await asyncio.wait_for(waiting_on_task.wait(), 30)
+    assert service.health()["running"] == 1
     for ws in list(service._server.connections):
         await ws.close()
     # The waiting call reconnects by itself to follow its task.

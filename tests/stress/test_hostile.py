@@ -1,0 +1,673 @@
+"""Hostile input: fuzzed JSON-RPC over a real WebSocket, connection floods, allow-list
+bypass attempts, foreign origins and bad tokens.
+
+Guarantees checked: every fuzzed frame gets a well-formed JSON-RPC reply (an error, or a
+result for the well-formed requests) and never -32603 (an internal error is a bug), or a
+clean close (1007 for invalid UTF-8 in a text frame, which websockets enforces); the
+connection and the service answer `ping` after each; the service logs no traceback.
+Beyond `max_connections` a flood of handshakes is refused with HTTP 503, no more are
+admitted than the limit allows, and the open connections keep working. With the
+allow-list on, every bypass attempt is refused with -32002 and nothing runs. Handshakes
+from a foreign Origin (even with the token) get 403, without the right token 401.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, Phase, assume, given, settings
+from hypothesis import strategies as st
+from websockets.asyncio.client import connect as aconnect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from cc_executor.protocol import ErrorCode, Method, ProtocolError
+
+from .conftest import MakeSvc
+from .support import FAKE_CLAUDE, REPORT, P, Service, Wire, child, leftovers, wait_for
+
+pytestmark = pytest.mark.stress
+
+# ------------------------------------------------------------------ fuzzing
+
+METHODS = [str(m) for m in Method]
+APP_CODES = set(range(-32099, -32000 + 1))
+SPEC_CODES = {-32700, -32600, -32601, -32602}
+FUZZ = settings(
+    max_examples=P.fuzz_examples,
+    deadline=None,
+    database=None,
+    derandomize=P.name == "short",  # CI: the same examples every run; full: new ones
+    # CI: report a failing example as found (shrinking one can take minutes); full: shrink.
+    phases=[Phase.explicit, Phase.reuse, Phase.generate]
+    if P.name == "short"
+    else [Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40)
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=16,
+)
+huge_strings = st.builds(
+    lambda n, c: c * n,
+    st.integers(10_000, 400_000),
+    st.sampled_from(["a", "é", "\u0000", "😀", "'", "\n", "\\"]),
+)
+edgy = (
+    json_values
+    | huge_strings
+    | st.integers(-(2**63), 2**64 - 1)  # beyond: see test_integers_beyond_64_bits
+    | st.sampled_from([-1, 0, 2**31, 2**64, -(2**63), 1e308, -0.0, "", " ", "PAUSE", "stdout"])
+)
+FIELDS = [
+    "task_id",
+    "session_id",
+    "action",
+    "command",
+    "cwd",
+    "env",
+    "timeout",
+    "idle_timeout",
+    "name",
+    "stream",
+    "offset",
+    "limit",
+    "from_offset",
+    "stderr_from_offset",
+    "prompt",
+    "enabled",
+    "model",
+    "max_turns",
+    "resume",
+]
+# Values of the right type, often at the edges, so that requests get past validation and
+# into the handlers (the allow-list lets only `true` run on this service).
+hexid = st.text(alphabet="0123456789abcdef", min_size=16, max_size=16)
+TYPED: dict[str, st.SearchStrategy[Any]] = {
+    "task_id": hexid | st.text(max_size=30),
+    "session_id": hexid,
+    "action": st.sampled_from(["PAUSE", "resume", "Cancel", "STOP", ""]),
+    "command": st.sampled_from(["true", ["true"], "true x y", ["true", "-x"], "true;true"])
+    | st.lists(st.text(max_size=20), min_size=1, max_size=3)
+    | st.text(max_size=40),
+    "cwd": st.sampled_from(["/", "/tmp", "/nonexistent", "", ".", "~"]),
+    "env": st.dictionaries(st.text(max_size=10), st.text(max_size=20), max_size=3),
+    "timeout": st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**63), 2**64 - 1),
+    "idle_timeout": st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers(-(2**63), 2**64 - 1),
+    "name": st.text(max_size=300),
+    "stream": st.sampled_from(["stdout", "stderr", "both"]),
+    "offset": st.integers(-(2**63), 2**64 - 1),
+    "limit": st.integers(-(2**63), 2**64 - 1),
+    "from_offset": st.integers(-(2**63), 2**64 - 1),
+    "stderr_from_offset": st.integers(-(2**63), 2**64 - 1),
+    "prompt": st.text(max_size=50),
+    "model": st.text(max_size=20),
+    "enabled": st.booleans(),
+    "max_turns": st.integers(-(2**63), 2**64 - 1),
+}
+METHOD_FIELDS: dict[str, list[str]] = {
+    "execute": ["command", "cwd", "env", "timeout", "idle_timeout", "name"],
+    "execute_claude": ["prompt", "model", "env", "cwd", "timeout", "max_turns", "name"],
+    "control": ["task_id", "session_id", "action"],
+    "status": ["task_id", "limit"],
+    "output": ["task_id", "stream", "offset", "limit"],
+    "subscribe": ["task_id", "from_offset", "stderr_from_offset"],
+    "unsubscribe": ["task_id"],
+    "listen": ["enabled"],
+    "ping": [],
+    "hook_status": [],
+    "session.status": ["session_id"],
+    "session.logs": ["session_id", "offset", "limit"],
+    "session.kill": ["session_id"],
+    "session.send": ["session_id", "prompt"],
+    "session.create": ["prompt", "model", "name", "cwd"],
+}
+
+
+def _typed_params(method: str) -> st.SearchStrategy[dict[str, Any]]:
+    fields = METHOD_FIELDS.get(method, FIELDS)
+    return st.fixed_dictionaries(
+        {}, optional={f: st.one_of(TYPED.get(f, edgy), TYPED.get(f, edgy), edgy) for f in fields}
+    )
+
+
+param_dicts = st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=8), edgy, max_size=5)
+ids = st.integers(-(2**53), 2**53) | st.text(max_size=20)
+
+
+@st.composite
+def requests(draw: Any) -> dict[str, Any]:
+    """A request object with an id (so a reply is owed) and fuzzed everything else."""
+    req: dict[str, Any] = {"id": draw(ids)}
+    req["jsonrpc"] = "2.0" if draw(st.integers(0, 9)) else draw(json_values)
+    if draw(st.integers(0, 4)):
+        req["method"] = draw(st.sampled_from(METHODS))
+    else:
+        req["method"] = draw(st.text(max_size=30) | json_values)
+    choice = draw(st.integers(0, 9))
+    if choice < 6 and isinstance(req["method"], str):
+        req["params"] = draw(_typed_params(req["method"]))
+    elif choice < 7:
+        req["params"] = draw(param_dicts)
+    elif choice < 8:
+        req["params"] = draw(json_values)
+    elif choice == 8:
+        req["params"] = draw(st.lists(edgy, max_size=4))
+    if draw(st.integers(0, 19)) == 0:
+        req[draw(st.text(min_size=1, max_size=8))] = draw(json_values)
+    return req
+
+
+class Counter:
+    frames = 0
+    internal = 0
+    outcomes: collections.Counter[str] = collections.Counter()
+
+
+@pytest.fixture(scope="module")
+def fuzz_svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """A service whose allow-list lets only `true` run: fuzzed executes cannot do harm."""
+    d = tmp_path_factory.mktemp("fuzz")
+    svc = Service(d / "data", d / "svc.log", CC_EXECUTOR_ALLOWED_COMMANDS='["true"]')
+    svc.start_sync()
+    t0 = time.monotonic()
+    yield svc
+    row = REPORT.row("fuzzed JSON-RPC frames")
+    row.tasks = Counter.frames
+    row.failures = Counter.internal + len(svc.errors())
+    row.max_rss = svc.sample_rss()
+    row.wall_s = time.monotonic() - t0
+    seen = ", ".join(f"{k} x{v}" for k, v in Counter.outcomes.most_common())
+    row.note = f"{Counter.frames} frames (the tasks column counts frames); replies: {seen}"
+    svc.stop()
+
+
+def _ws(svc: Service) -> ClientConnection:
+    return connect(
+        svc.url,
+        additional_headers={"Authorization": f"Bearer {svc.token}"},
+        compression=None,
+        max_size=None,
+        proxy=None,
+        open_timeout=30,
+    )
+
+
+def _exchange(ws: ClientConnection, frame: str | bytes, text: bool, owed: int) -> list[Any]:
+    """Send a frame, then a ping; return the `owed` replies (notifications skipped)."""
+    Counter.frames += 1
+    ws.send(frame, text=text)
+    ws.send('{"jsonrpc":"2.0","id":"sentinel","method":"ping"}')
+    replies: list[Any] = []
+    pong = False
+    while not (pong and len(replies) >= owed):
+        msg = json.loads(ws.recv(timeout=60))
+        if isinstance(msg, dict) and "method" in msg and "id" not in msg:
+            continue
+        if isinstance(msg, dict) and msg.get("id") == "sentinel" and "result" in msg:
+            assert msg["result"]["pong"] is True
+            pong = True
+            continue
+        replies.append(msg)
+    assert len(replies) == owed, replies
+    return replies
+
+
+def _check_reply(reply: Any, rid: Any = ...) -> None:
+    assert isinstance(reply, dict) and reply.get("jsonrpc") == "2.0", reply
+    assert ("result" in reply) != ("error" in reply), reply
+    if rid is not ...:
+        assert reply["id"] == rid, (reply, rid)
+    Counter.outcomes["result" if "result" in reply else str(reply["error"].get("code"))] += 1
+    if "error" in reply:
+        err = reply["error"]
+        assert isinstance(err["code"], int) and isinstance(err["message"], str), err
+        if err["code"] == ErrorCode.INTERNAL_ERROR:
+            Counter.internal += 1
+        assert err["code"] in SPEC_CODES | APP_CODES, err
+
+
+def _dumps(obj: Any) -> str:
+    frame = json.dumps(obj, ensure_ascii=False)
+    # Oversize frames are closed with 1009 (tests/service/test_security.py covers it).
+    assume(len(frame.encode()) < 3_500_000)
+    return frame
+
+
+@FUZZ
+@given(req=requests())
+def test_fuzzed_requests_get_a_reply(fuzz_svc: Service, req: dict[str, Any]) -> None:
+    with _ws(fuzz_svc) as ws:
+        (reply,) = _exchange(ws, _dumps(req), True, 1)
+        valid = isinstance(req["id"], str | int) and not isinstance(req["id"], bool)
+        _check_reply(reply, req["id"] if valid and abs(_int(req["id"])) < 2**63 else ...)
+
+
+def _int(v: Any) -> int:
+    return v if isinstance(v, int) else 0
+
+
+garbage_text = (
+    st.text(max_size=200).filter(lambda s: _not_json(s))
+    | st.builds(lambda d: "[" * d + "]" * d, st.integers(1, 5000))
+    | st.builds(lambda d: '{"a":' * d + "1" + "}" * d, st.integers(1, 5000))
+    | st.builds(
+        lambda d: (
+            '{"jsonrpc":"2.0","id":1,"method":"status","params":{"task_id":'
+            + "[" * d
+            + "]" * d
+            + "}}"
+        ),
+        st.integers(1, 3000),
+    )
+    | json_values.filter(lambda v: not isinstance(v, dict | list)).map(_dumps)
+)
+
+
+def _not_json(s: str) -> bool:
+    try:
+        json.loads(s)
+    except ValueError:
+        return True
+    return False
+
+
+@FUZZ
+@given(frame=garbage_text, as_binary=st.booleans())
+def test_garbage_frames_get_an_error(fuzz_svc: Service, frame: str, as_binary: bool) -> None:
+    data: str | bytes = frame.encode() if as_binary else frame
+    with _ws(fuzz_svc) as ws:
+        (reply,) = _exchange(ws, data, not as_binary, 1)
+        if isinstance(reply, list):  # a nested-array frame is a batch of invalid requests
+            for r in reply:
+                _check_reply(r, None)
+                assert r["error"]["code"] == ErrorCode.INVALID_REQUEST
+        else:
+            _check_reply(reply)
+            assert "error" in reply
+
+
+@FUZZ
+@given(raw=st.binary(min_size=1, max_size=2000))
+def test_invalid_utf8_binary_frames_get_a_parse_error(fuzz_svc: Service, raw: bytes) -> None:
+    data = raw + b"\xff\xfe"  # never valid UTF-8
+    with _ws(fuzz_svc) as ws:
+        (reply,) = _exchange(ws, data, False, 1)
+        _check_reply(reply, None)
+        assert reply["error"]["code"] == ErrorCode.PARSE_ERROR
+
+
+@FUZZ
+@given(raw=st.binary(max_size=200))
+def test_invalid_utf8_text_frames_close_cleanly(fuzz_svc: Service, raw: bytes) -> None:
+    with _ws(fuzz_svc) as ws:
+        Counter.frames += 1
+        ws.send(b'{"x":"' + raw + b'\xc3\x28"}', text=True)  # \xc3\x28: invalid sequence
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=60)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 1007
+    with _ws(fuzz_svc) as ws:  # the service still answers
+        assert _exchange(ws, '{"jsonrpc":"2.0","id":1,"method":"ping"}', True, 1)
+
+
+@FUZZ
+@given(
+    batch=st.lists(
+        requests() | json_values.filter(lambda v: not isinstance(v, dict)), min_size=1, max_size=8
+    )
+)
+def test_batches_of_garbage(fuzz_svc: Service, batch: list[Any]) -> None:
+    with _ws(fuzz_svc) as ws:
+        (reply,) = _exchange(ws, _dumps(batch), True, 1)
+        assert isinstance(reply, list) and len(reply) == len(batch), reply
+        for r in reply:
+            _check_reply(r)
+
+
+@FUZZ
+@given(frames=st.lists(requests().map(_dumps) | garbage_text, min_size=2, max_size=6))
+def test_one_connection_many_frames(fuzz_svc: Service, frames: list[str]) -> None:
+    with _ws(fuzz_svc) as ws:
+        for frame in frames:
+            (reply,) = _exchange(ws, frame, True, 1)
+            if isinstance(reply, list):
+                for r in reply:
+                    _check_reply(r)
+            else:
+                _check_reply(reply)
+
+
+@pytest.mark.parametrize("big", [2**64, -(2**63) - 1, 10**40, 10**400])
+def test_integers_beyond_64_bits(fuzz_svc: Service, big: int) -> None:
+    """orjson reads an integer beyond 64 bits as a float (and one beyond a double's range
+    not at all): a clear -32602 (or -32700) either way, never a crash."""
+    with _ws(fuzz_svc) as ws:
+        frame = f'{{"jsonrpc":"2.0","id":1,"method":"status","params":{{"limit":{big}}}}}'
+        (reply,) = _exchange(ws, frame, True, 1)
+        _check_reply(reply)
+        assert reply["error"]["code"] in (ErrorCode.INVALID_PARAMS, ErrorCode.PARSE_ERROR)
+
+
+def test_fuzzed_service_is_healthy(fuzz_svc: Service) -> None:
+    """Run last in this module: after all of the above, the service is up and clean."""
+    assert fuzz_svc.alive()
+    with _ws(fuzz_svc) as ws:
+        (reply,) = _exchange(ws, '{"jsonrpc":"2.0","id":7,"method":"status"}', True, 1)
+        assert reply["result"]["stats"]["running"] == 0
+    assert Counter.internal == 0, "a fuzzed frame hit an internal error (-32603)"
+    assert not fuzz_svc.errors(), fuzz_svc.errors()[:3]
+
+
+# ------------------------------------------------------------------ connection floods
+
+
+async def _handshake(url: str, **kw: Any) -> int:
+    """The HTTP status of one WebSocket handshake (101 = accepted, then closed)."""
+    try:
+        async with aconnect(url, proxy=None, open_timeout=60, **kw):
+            return 101
+    except InvalidStatus as exc:
+        return int(exc.response.status_code)
+
+
+async def test_connection_flood_beyond_the_limit(make_svc: MakeSvc, mark: str) -> None:
+    """Concurrent handshakes when the service is half full and when it is full: never more
+    admitted than `max_connections`, the rest refused with 503, open connections unharmed."""
+    row = REPORT.row(f"connection flood: {P.flood} handshakes x 2")
+    limit = 20
+    svc = await make_svc(CC_EXECUTOR_MAX_CONNECTIONS=str(limit))
+    t0 = time.monotonic()
+    auth = {"Authorization": f"Bearer {svc.token}"}
+    wires = [Wire() for _ in range(limit // 2)]
+    clients = [svc.client(on_notification=w) for w in wires]
+    for c in clients:
+        await c.connect()
+    tickers = [
+        await c.execute(child("ticker", f"f{i}"), env={"CC_STRESS_MARK": mark})
+        for i, c in enumerate(clients)
+    ]
+    for w, h in zip(wires, tickers, strict=True):
+        await asyncio.wait_for(w.first_output[h.task_id].wait(), 60)
+
+    # Half full: a flood of handshakes that stay open once admitted.
+    admitted: list[Any] = []
+    release = asyncio.Event()
+
+    async def hold() -> int:
+        try:
+            async with aconnect(svc.url, proxy=None, open_timeout=60, additional_headers=auth):
+                admitted.append(1)
+                await release.wait()
+                return 101
+        except InvalidStatus as exc:
+            return int(exc.response.status_code)
+
+    holders = [asyncio.ensure_future(hold()) for _ in range(P.flood)]
+    # Every refused handshake returns; the admitted ones wait for release.
+    await wait_for(
+        lambda: sum(h.done() for h in holders) + len(admitted) >= P.flood, 120, "the flood"
+    )
+    over = len(admitted) - (limit - len(clients))
+    refused = [h.result() for h in holders if h.done()]
+    # Full: another flood is refused outright, while the open clients keep working.
+    t = time.perf_counter()
+    second = await asyncio.gather(
+        *(_handshake(svc.url, additional_headers=auth) for _ in range(P.flood))
+    )
+    refuse_s = time.perf_counter() - t
+    pings = await asyncio.gather(*(c.ping() for c in clients))
+    before = {
+        h.task_id: len(w.pieces[(h.task_id, "stdout")]) for w, h in zip(wires, tickers, strict=True)
+    }
+    health = _health(svc)
+    release.set()
+    await asyncio.gather(*holders)
+    for w, h in zip(wires, tickers, strict=True):  # still streaming
+        n = before[h.task_id]
+        await wait_for(lambda w=w, h=h, n=n: len(w.pieces[(h.task_id, "stdout")]) > n, 30, "output")
+    for c, h in zip(clients, tickers, strict=True):
+        assert (await c.control(h.task_id, "CANCEL"))["status"] == "cancelled"
+        await c.close()
+    left = await leftovers(mark, [h.pid or 0 for h in tickers])
+    row.tasks = len(tickers)
+    row.failures = max(0, over) + sum(1 for s in second if s != 503)
+    row.leftovers = len(left)
+    row.max_rss = svc.sample_rss()
+    row.wall_s = time.monotonic() - t0
+    row.note = (
+        f"half full: {len(admitted)} admitted of {P.flood} (room for {limit - len(clients)}); "
+        f"full: {P.flood} refused in {refuse_s:.2f} s"
+    )
+    assert over <= 0, f"{len(admitted)} admitted with room for {limit - len(clients)}"
+    assert set(refused) <= {503}, refused
+    assert set(second) == {503}, second
+    assert all(p["pong"] for p in pings)
+    assert health["connections"] <= limit, health
+    assert not left, left
+
+
+def _health(svc: Service) -> dict[str, Any]:
+    import httpx
+
+    return dict(httpx.get(f"http://127.0.0.1:{svc.port}/health", trust_env=False).json())
+
+
+# ------------------------------------------------------------------ the allow-list
+
+
+def _evil(tmp_path: Path) -> dict[str, Any]:
+    """A marker file that must never appear, and the tools of each attempt."""
+    marker = tmp_path / "pwned"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    tool = bindir / "tool"
+    tool.write_text("#!/bin/bash\necho tool ran\n")
+    tool.chmod(0o755)
+    evil = tmp_path / "evil" / "sub"
+    evil.mkdir(parents=True)
+    evil_tool = tmp_path / "evil" / "tool"
+    evil_tool.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    evil_tool.chmod(0o755)
+    (bindir / "link").symlink_to(evil)  # bin/link/.. is evil/, not bin/
+    (tmp_path / "evil" / "ls").write_text(f"#!/bin/sh\ntouch {marker}\n")
+    (tmp_path / "evil" / "ls").chmod(0o755)
+    (tmp_path / "evil" / "sitecustomize.py").write_text(f"open({str(marker)!r}, 'w')\n")
+    (tmp_path / "evil" / "python3").symlink_to(tmp_path / "evil" / "ls")
+    return {
+        "marker": str(marker),
+        "tool": str(tool),
+        "dotdot": f"{bindir}/link/../tool",
+        "evil_dir": str(tmp_path / "evil"),
+        "evil_tool": str(evil_tool),
+    }
+
+
+# Refused by params validation (-32602) before the allow-list is even asked.
+INVALID_ANYWAY = {"NUL in the program", "empty program"}
+ATTEMPTS: list[tuple[str, str, dict[str, Any]]] = [
+    # (label, method, params) with {placeholders} filled from _evil()
+    ("semicolon", "execute", {"command": "echo a;touch {marker}"}),
+    ("and-and", "execute", {"command": "echo a&&touch {marker}"}),
+    ("or-or", "execute", {"command": "false||touch {marker}"}),
+    ("dollar-paren", "execute", {"command": "echo $(touch {marker})"}),
+    ("dollar-brace", "execute", {"command": "echo ${{IFS}}touch${{IFS}}{marker}"}),
+    ("backticks", "execute", {"command": "echo `touch {marker}`"}),
+    ("newline", "execute", {"command": "echo a\ntouch {marker}"}),
+    ("carriage return", "execute", {"command": "echo a\rtouch {marker}"}),
+    ("redirect", "execute", {"command": "echo pwned > {marker}"}),
+    ("background", "execute", {"command": "touch {marker} & echo a"}),
+    ("subshell", "execute", {"command": "(touch {marker})"}),
+    ("process subst", "execute", {"command": "echo <(touch {marker})"}),
+    ("path to an unlisted copy", "execute", {"command": ["{evil_dir}/ls"]}),
+    ("relative path", "execute", {"command": ["./ls"], "cwd": "{evil_dir}"}),
+    ("dot-dot through a symlink", "execute", {"command": ["{dotdot}"]}),
+    ("dot-dot in a string", "execute", {"command": "{dotdot}"}),
+    ("unlisted program", "execute", {"command": ["touch", "{marker}"]}),
+    ("shell as program", "execute", {"command": ["sh", "-c", "touch {marker}"]}),
+    ("NUL in the program", "execute", {"command": ["echo\u0000", "a"]}),
+    ("fullwidth lookalike", "execute", {"command": ["\uff45\uff43\uff48\uff4f", "a"]}),
+    ("empty program", "execute", {"command": [""]}),
+    ("PATH", "execute", {"command": ["ls"], "env": {"PATH": "{evil_dir}"}}),
+    ("LD_PRELOAD", "execute", {"command": ["ls"], "env": {"LD_PRELOAD": "{evil_tool}"}}),
+    ("LD_AUDIT", "execute", {"command": ["ls"], "env": {"LD_AUDIT": "{evil_tool}"}}),
+    ("BASH_ENV", "execute", {"command": ["{tool}"], "env": {"BASH_ENV": "{evil_tool}"}}),
+    (
+        "exported bash function",
+        "execute",
+        {"command": ["{tool}"], "env": {"BASH_FUNC_echo%%": "() {{ touch {marker}; }}"}},
+    ),
+    ("SHELLOPTS", "execute", {"command": ["{tool}"], "env": {"SHELLOPTS": "xtrace"}}),
+    ("IFS", "execute", {"command": ["{tool}"], "env": {"IFS": "/"}}),
+    ("PYTHONPATH", "execute", {"command": ["ls"], "env": {"PYTHONPATH": "{evil_dir}"}}),
+    ("claude: PYTHONPATH", "execute_claude", {"prompt": "hi", "env": {"PYTHONPATH": "{evil_dir}"}}),
+    ("claude: PATH", "execute_claude", {"prompt": "hi", "env": {"PATH": "{evil_dir}"}}),
+    ("claude: NODE_OPTIONS", "execute_claude", {"prompt": "hi", "env": {"NODE_OPTIONS": "-r x"}}),
+    (
+        "claude: LD_PRELOAD",
+        "execute_claude",
+        {"prompt": "hi", "env": {"LD_PRELOAD": "{evil_tool}"}},
+    ),
+]
+
+
+def _fill(v: Any, subs: dict[str, Any]) -> Any:
+    if isinstance(v, str):
+        return v.format(**subs)
+    if isinstance(v, list):
+        return [_fill(x, subs) for x in v]
+    if isinstance(v, dict):
+        return {_fill(k, subs): _fill(x, subs) for k, x in v.items()}
+    return v
+
+
+async def test_allow_list_bypass_attempts(make_svc: MakeSvc, tmp_path: Path, mark: str) -> None:
+    subs = _evil(tmp_path)
+    allowed = ["echo", "ls", "false", subs["tool"], str(FAKE_CLAUDE)]
+    svc = await make_svc(CC_EXECUTOR_ALLOWED_COMMANDS=json.dumps(allowed))
+    row = REPORT.row(f"allow-list bypass attempts: {len(ATTEMPTS)}")
+    t0 = time.monotonic()
+    got: dict[str, Any] = {}
+    async with svc.client() as c:
+        for label, method, params in ATTEMPTS:
+            p = _fill(params, subs)
+            p.setdefault("env", {})["CC_STRESS_MARK"] = mark
+            try:
+                got[label] = await c.call(method, p)
+            except ProtocolError as exc:
+                got[label] = exc.code
+        # The allow-listed forms still run (the list is not simply refusing everything).
+        ok = await c.execute([subs["tool"]], env={"CC_STRESS_MARK": mark})
+        assert (await ok.wait(30))["status"] == "completed"
+        assert await c.read_output(ok.task_id) == b"tool ran\n"
+        claude = await c.execute_claude("allowed", env={"CC_STRESS_MARK": mark})
+        assert (await claude.wait(60))["status"] == "completed"
+        stats = (await c.status())["stats"]
+    left = await leftovers(mark, [])
+    bypassed = {
+        k: v
+        for k, v in got.items()
+        if v != ErrorCode.COMMAND_NOT_ALLOWED
+        and not (k in INVALID_ANYWAY and v == ErrorCode.INVALID_PARAMS)
+    }
+    row.tasks = len(ATTEMPTS)
+    pwned = _exists(subs["marker"])
+    row.failures = len(bypassed) + pwned
+    row.leftovers = len(left)
+    row.max_rss = svc.sample_rss()
+    row.wall_s = time.monotonic() - t0
+    assert not bypassed, bypassed
+    assert not pwned, "an attempt ran its payload"
+    assert stats["tasks_started"] == 2  # only the two allowed runs
+    assert not left, left
+
+
+def _exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
+# ------------------------------------------------------------------ origins and tokens
+
+
+async def test_foreign_origins_and_bad_tokens_cannot_connect(make_svc: MakeSvc) -> None:
+    svc = await make_svc()
+    row = REPORT.row("foreign origins / bad tokens")
+    t0 = time.monotonic()
+    port, token = svc.port, svc.token
+    good = {"Authorization": f"Bearer {token}"}
+    origins = [
+        "null",
+        "http://evil.example",
+        f"http://127.0.0.1:{port}.evil.example",
+        f"http://evil.example/http://127.0.0.1:{port}",
+        f"http://127.0.0.1:{port + 1}",
+        f"https://127.0.0.1:{port}",
+        f"http://localhost.evil.example:{port}",
+        f"http://127.0.0.1:{port}@evil.example",
+        "file://",
+        "chrome-extension://abcdefghijklmnop",
+    ]
+    tokens: list[dict[str, str]] = [
+        {},
+        {"Authorization": "Bearer "},
+        {"Authorization": "Bearer"},
+        {"Authorization": f"Bearer {token[:-1]}"},
+        {"Authorization": f"Bearer {token}x"},
+        {"Authorization": f"Bearer {token.upper()}"},
+        {"Authorization": f"Basic {token}"},
+        {"Authorization": f"Token {token}"},
+        {"Authorization": "Bearer " + "a" * 10_000},
+        {"Authorization": f"Bearer {token}\u00e9".encode().decode("latin-1")},
+    ]
+    url_tokens = ["", "?token=", f"?token={token[:-1]}", f"?token={token}%00", "?token[]=x"]
+    checks: list[tuple[str, Any]] = []
+    for o in origins:
+        checks.append(
+            (f"origin {o!r}", _handshake(svc.url, additional_headers={**good, "Origin": o}))
+        )
+        checks.append(
+            (f"origin {o!r} + query token", _handshake(f"{svc.url}?token={token}", origin=o))
+        )
+    for h in tokens:
+        checks.append((f"headers {str(h)[:40]}", _handshake(svc.url, additional_headers=h)))
+    for q in url_tokens:
+        checks.append((f"url {q!r}", _handshake(svc.url + q)))
+    codes = await asyncio.gather(*(c for _, c in checks), return_exceptions=True)
+    results = {label: code for (label, _), code in zip(checks, codes, strict=True)}
+    # 431: a header too large for the HTTP parser is refused before any check.
+    admitted = {
+        k: v
+        for k, v in results.items()
+        if v not in (401, 403, 431) and not isinstance(v, Exception)
+    }
+    errors = {k: repr(v) for k, v in results.items() if isinstance(v, Exception)}
+    assert await _handshake(svc.url, additional_headers=good) == 101  # the control case
+    row.tasks = len(checks)
+    row.failures = len(admitted)
+    row.max_rss = svc.sample_rss()
+    row.wall_s = time.monotonic() - t0
+    assert not admitted, admitted
+    for label, code in results.items():
+        if isinstance(code, int) and label.startswith("origin"):
+            assert code == 403, (label, code)
+    # A header the HTTP client refuses to send is not a gap in the service.
+    assert all("InvalidHeader" in e or "ValueError" in e for e in errors.values()), errors
