@@ -18,7 +18,7 @@ import subprocess
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -893,7 +893,3 @@ def command_env(extra: dict[str, str] | None) -> dict[str, str]:
     if extra:
         env.update(extra)
     return env
-
-
-def final_statuses() -> Iterable[TaskStatus]:
-    return [s for s in TaskStatus if s.is_final]

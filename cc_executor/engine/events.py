@@ -47,10 +47,6 @@ class Event:
         return f"Event({self.method}, {self.task_id}, nbytes={self.nbytes})"
 
 
-class _Closed(Exception):
-    pass
-
-
 class SubscriberClosed(Exception):
     """get() on a subscriber that was closed."""
 
