@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,6 +87,21 @@ async def wait_until(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
             return True
         await asyncio.sleep(0.01)
     return pred()
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[Any]], check: Callable[[Any], bool], timeout: float = 20.0
+) -> Any:
+    """Ask again (e.g. the service's status) until `check(await probe())` holds, and return
+    that answer; fail with the last answer when the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if check(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not reached in {timeout}s; last value {value}")
+        await asyncio.sleep(0.02)
 
 
 @pytest.fixture

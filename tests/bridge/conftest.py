@@ -8,8 +8,7 @@ import contextlib
 import os
 import socket
 import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from mcp_types import CallToolResult
 from cc_executor.config import Settings
 from cc_executor.server import ExecutorService
 
-from ..conftest import FAKE_CLAUDE
+from ..conftest import FAKE_CLAUDE, eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 CALL_TIMEOUT = 60.0
@@ -133,18 +132,7 @@ async def call_error(client: Client, tool: str, args: dict[str, Any]) -> str:
     return text
 
 
-async def poll(
-    probe: Callable[[], Awaitable[dict[str, Any]]],
-    until: Callable[[dict[str, Any]], bool],
-    timeout: float = 20.0,
-) -> dict[str, Any]:
-    """Ask the bridge again and again until its answer satisfies `until`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        last = await probe()
-        if until(last) or time.monotonic() > deadline:
-            return last
-        await asyncio.sleep(0.05)
+poll = eventually  # ask the bridge again until its answer satisfies the check
 
 
 def page_bytes(page: dict[str, Any]) -> bytes:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,20 +27,6 @@ async def call_error(client: ExecutorClient, method: str, **params: Any) -> Prot
     except ProtocolError as exc:
         return exc
     raise AssertionError(f"{method} succeeded: {res}")
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[Any]], check: Callable[[Any], bool], timeout: float = 20.0
-) -> Any:
-    """Poll the service until `check(await probe())` holds (a state, not a duration)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if check(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached in {timeout}s; last value {value}")
-        await asyncio.sleep(0.02)
 
 
 async def turns_of(client: ExecutorClient, session: str) -> list[dict[str, Any]]:

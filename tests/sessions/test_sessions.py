@@ -17,13 +17,12 @@ import pytest
 
 from cc_executor.client import ExecutorClient
 from cc_executor.protocol import ErrorCode
-from tests.conftest import live_members
+from tests.conftest import eventually, live_members
 from tests.sessions.conftest import (
     ANSWER,
     Restartable,
     call,
     call_error,
-    eventually,
     turns_of,
 )
 
