@@ -101,6 +101,7 @@ class ErrorCode(IntEnum):
     INVALID_PARAMS = -32602
     INTERNAL_ERROR = -32603
 
+    SERVICE_UNAVAILABLE = -32000  # the bridge: the service could not be reached
     TASK_NOT_FOUND = -32001
     COMMAND_NOT_ALLOWED = -32002
     INVALID_STATE = -32003
@@ -160,24 +161,46 @@ class ExecuteParams(BaseModel):
         return v
 
 
-class ExecuteClaudeParams(BaseModel):
-    """`execute_claude`: run a fresh `claude -p` with argv built by the service."""
+PermissionMode = Literal["default", "acceptEdits", "bypassPermissions", "plan", "dontAsk", "auto"]
+"""The `claude --permission-mode` values."""
+
+
+class ClaudeOptions(BaseModel):
+    """How a `claude -p` run behaves: shared by `execute_claude`, `session.create`, the MCP
+    tools and the CLI, so each option is declared (and described) once."""
 
     model_config = _Strict
 
+    model: str | None = Field(default=None, description="Model alias or name.")
+    allowed_tools: list[str] | None = Field(
+        default=None,
+        description="Tools it may use without asking, e.g. ['Read', 'Edit', 'Bash'].",
+    )
+    disallowed_tools: list[str] | None = Field(default=None, description="Tools it must not use.")
+    permission_mode: PermissionMode | None = Field(
+        default=None, description="Permission mode of the run."
+    )
+    skip_permissions: bool = Field(
+        default=False, description="--dangerously-skip-permissions: no permission checks."
+    )
+    max_turns: int | None = Field(default=None, ge=1, description="Stop after N turns.")
+    max_budget_usd: float | None = Field(
+        default=None, gt=0, description="Stop once a run has cost this much (USD)."
+    )
+    mcp_config: str | dict[str, Any] | None = Field(
+        default=None,
+        description="MCP servers for the run: a JSON string, a path, or an object.",
+    )
+    append_system_prompt: str | None = Field(
+        default=None, description="Text appended to its system prompt."
+    )
+    add_dirs: list[str] | None = Field(default=None, description="More directories it may access.")
+
+
+class ExecuteClaudeParams(ClaudeOptions):
+    """`execute_claude`: run a fresh `claude -p` with argv built by the service."""
+
     prompt: str = Field(min_length=1)
-    model: str | None = None
-    allowed_tools: list[str] | None = None
-    disallowed_tools: list[str] | None = None
-    permission_mode: (
-        Literal["default", "acceptEdits", "bypassPermissions", "plan", "dontAsk", "auto"] | None
-    ) = None
-    skip_permissions: bool = False
-    max_turns: int | None = Field(default=None, ge=1)
-    max_budget_usd: float | None = Field(default=None, gt=0)
-    mcp_config: str | dict[str, Any] | None = None
-    append_system_prompt: str | None = None
-    add_dirs: list[str] | None = None
     resume: str | None = None
     fork_session: bool = False
     cwd: str | None = None
@@ -263,8 +286,6 @@ class ListenParams(BaseModel):
 # --------------------------------------------------------------------------- session params
 # A session is a named Claude conversation whose turns are `execute_claude` tasks resuming
 # it (docs/sessions.md). `session_id` params also accept a session's unique active name.
-
-PermissionMode = Literal["default", "acceptEdits", "bypassPermissions", "plan", "dontAsk", "auto"]
 
 
 class SessionCreateParams(BaseModel):

@@ -178,6 +178,7 @@ class ExecutorService:
         sub = Subscriber(
             self.settings.subscriber_queue_bytes, on_drop=self.engine.on_subscriber_drop
         )
+        sub.hold_new_tasks = True  # a task's events follow the reply that names it
         conn = Conn(self.engine, self.settings, sub, peer=client)
         writer = asyncio.create_task(self._write_loop(ws, sub))
         in_flight = asyncio.Semaphore(_MAX_IN_FLIGHT)
@@ -224,12 +225,13 @@ class ExecutorService:
                     replies.append(r)
             elif calls:
                 replies.extend(r for r in await asyncio.gather(*calls) if r is not None)
-            if not replies:
-                return
-            body = replies if is_batch else replies[0]
-            conn.subscriber.push(_Reply(jsonrpc.encode(body), slot.release))
-            reply_queued = True
+            if replies:
+                body = replies if is_batch else replies[0]
+                conn.subscriber.push(_Reply(jsonrpc.encode(body), slot.release))
+                reply_queued = True
         finally:
+            # The events of tasks this frame created follow its reply (see Subscriber.hold).
+            conn.subscriber.release_held()
             if not reply_queued:
                 slot.release()
 

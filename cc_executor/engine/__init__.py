@@ -8,11 +8,12 @@ from cc_executor.engine.engine import (
     TaskSpec,
     command_env,
 )
-from cc_executor.engine.events import Event, Subscriber, SubscriberClosed
+from cc_executor.engine.events import CallbackSubscriber, Event, Subscriber, SubscriberClosed
 from cc_executor.engine.records import TaskRecord
 from cc_executor.engine.store import SqliteTaskStore, TaskStore
 
 __all__ = [
+    "CallbackSubscriber",
     "DataDirLocked",
     "Engine",
     "Event",

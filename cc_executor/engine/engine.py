@@ -350,6 +350,8 @@ class Engine:
         self._check_capacity()  # again: others may have come in while the hooks ran
         task = RunningTask(record, spec, self.log_dir)
         if subscriber is not None:
+            if subscriber.hold_new_tasks:
+                subscriber.hold(record.task_id)  # released once the caller has the reply
             task.subscribers.add(subscriber)
         self._live[record.task_id] = task
         if self._running < s.max_concurrent_tasks and not self._queue:

@@ -69,6 +69,12 @@ class Subscriber:
         self._on_drop = on_drop
         self.dropped_bytes = 0
         self.dropped_summaries = 0  # claude.event notifications shed
+        # Tasks whose events wait until the reply that named them has gone out: a client
+        # learns a task's id from the `execute` reply before any notification of it.
+        # A connection sets hold_new_tasks; the engine then holds each task it creates
+        # for this subscriber, and the connection releases them after the reply.
+        self.hold_new_tasks = False
+        self._held: dict[str, list[Event]] = {}
 
     @property
     def closed(self) -> bool:
@@ -77,7 +83,29 @@ class Subscriber:
     def __len__(self) -> int:
         return len(self._queue)
 
+    def hold(self, task_id: str) -> None:
+        """Keep this task's events back until `release_held()` (called once the reply of
+        the request that created it has been delivered)."""
+        self._held.setdefault(task_id, [])
+
+    def release_held(self) -> None:
+        """Deliver every held event, in order, and stop holding."""
+        if not self._held:
+            return
+        held, self._held = self._held, {}
+        for events in held.values():
+            for ev in events:
+                self.push(ev)
+
     def push(self, event: Event) -> None:
+        if self._held:
+            waiting = self._held.get(event.task_id)
+            if waiting is not None:
+                waiting.append(event)
+                return
+        self._deliver(event)
+
+    def _deliver(self, event: Event) -> None:
         if self._closed:
             return
         self._queue.append(event)
@@ -165,3 +193,16 @@ class Subscriber:
     def close(self) -> None:
         self._closed = True
         self._wakeup.set()
+
+
+class CallbackSubscriber(Subscriber):
+    """An in-process consumer: each event goes straight to a function, in order, with no
+    queue (it never falls behind). Holds work as for any subscriber."""
+
+    def __init__(self, fn: Callable[[Event], None], name: str = "") -> None:
+        super().__init__(1, name=name)
+        self._fn = fn
+
+    def _deliver(self, event: Event) -> None:
+        if not self._closed:
+            self._fn(event)
