@@ -26,9 +26,9 @@ from typing import Any, Protocol, TypeVar
 from cc_executor import __version__
 from cc_executor.config import Settings
 from cc_executor.engine import process
-from cc_executor.engine.events import Event, Subscriber
+from cc_executor.engine.events import Event, Subscriber, output_event
 from cc_executor.engine.journal import TASK_ENV, SpawnJournal, kill_tagged
-from cc_executor.engine.output import OutputStream, _incomplete_utf8_tail, encode_data
+from cc_executor.engine.output import LogWriter, OutputLog, encode_data, incomplete_utf8_tail
 from cc_executor.engine.records import TaskKind, TaskRecord, new_task_id
 from cc_executor.engine.store import SqliteTaskStore, TaskStore
 from cc_executor.protocol import (
@@ -99,7 +99,7 @@ class RunningTask:
         self.spec = spec
         self.log_dir = log_dir
         self.proc: subprocess.Popen[bytes] | None = None
-        self.streams: dict[Stream, OutputStream] = {}
+        self.streams: dict[Stream, OutputLog] = {}
         self.transports: list[asyncio.BaseTransport] = []
         self.open_pipes = 0
         self.exited = False
@@ -113,6 +113,8 @@ class RunningTask:
         self.finishing = False
         self.group_signalled = False  # we sent the group TERM/KILL: wait for it to be gone
         self.pidfd: int | None = None
+        self.log_error_sent = False
+        self.reading_paused = False
 
     @property
     def task_id(self) -> str:
@@ -129,6 +131,9 @@ class RunningTask:
         if not self.subscribers:
             return
         ev = Event(method, params, nbytes)
+        self.push(ev)
+
+    def push(self, ev: Event) -> None:
         for sub in tuple(self.subscribers):
             if sub.closed:
                 self.subscribers.discard(sub)
@@ -153,11 +158,13 @@ class Engine:
         self.pre_execute: list[Hook] = [self.hooks.pre]
         self.post_execute: list[Hook] = [self.hooks.post]
         self.listeners: set[Subscriber] = set()  # see every task's control events
+        self.writer = LogWriter()
+        # Logs of finished tasks whose last chunks the writer has not written yet: reads
+        # of them go through the log object until it is flushed.
+        self._unflushed: dict[tuple[str, Stream], OutputLog] = {}
         self.started_at = time.time()
         self.counters: dict[str, int] = {
             "tasks_started": 0,
-            "dropped_bytes": 0,
-            "dropped_events": 0,
             "spawn_failures": 0,
             "lost_on_start": 0,
         }
@@ -199,6 +206,7 @@ class Engine:
         self._opened = True
         await self._recover()
         self._journal.open()
+        self.writer.start()
 
     async def _recover(self) -> None:
         stale = await self.store.list(
@@ -263,6 +271,7 @@ class Engine:
         for task in live:
             if task.record.pgid is not None:
                 process.kill_group_now(task.record.pgid)
+        await asyncio.to_thread(self.writer.stop)
         if self._opened:
             await self.store.flush()
             await self.store.close()
@@ -374,11 +383,8 @@ class Engine:
     async def _start(self, task: RunningTask) -> None:
         rec = task.record
         loop = asyncio.get_running_loop()
-        s = self.settings
         for stream in Stream:
-            task.streams[stream] = OutputStream(
-                self.log_path(rec.task_id, stream), s.ring_buffer_bytes, s.ring_buffer_lines
-            )
+            task.streams[stream] = OutputLog(self.log_path(rec.task_id, stream), self.writer)
         self._journal.append(rec)  # before the spawn too: see engine/journal.py
         try:
             proc = process.spawn(rec.argv, rec.cwd, {**task.spec.env, TASK_ENV: rec.task_id})
@@ -455,13 +461,15 @@ class Engine:
 
     def _on_output(self, task: RunningTask, stream: Stream, data: bytes) -> None:
         out = task.streams[stream]
-        had_error = out.log_error is not None
-        chunk = out.write(data)
+        chunk = out.append(data)
         task.last_output = time.monotonic()
-        if out.log_error is not None and not had_error:
+        if self.writer.throttled and not task.reading_paused:
+            self._pause_reading(task)
+        if out.error is not None and not task.log_error_sent:
+            task.log_error_sent = True
             task.emit(
                 Notification.ERROR,
-                {"task_id": task.task_id, "stream": stream.value, "error": out.log_error},
+                {"task_id": task.task_id, "stream": stream.value, "error": out.error},
             )
         if task.spec.observer is not None:
             try:
@@ -470,27 +478,38 @@ class Engine:
                 # A parser bug must not close the pipe: the bytes are logged either way.
                 log.exception("observer failed on output of task %s", task.task_id)
         if chunk is not None and task.subscribers:
-            self._emit_chunk(task, stream, chunk[0], chunk[1])
+            self._offer(task, stream, out, chunk)
 
     @staticmethod
-    def _emit_chunk(task: RunningTask, stream: Stream, offset: int, data: bytes) -> None:
-        text, encoding = encode_data(data)
-        params: dict[str, Any] = {
-            "task_id": task.task_id,
-            "stream": stream.value,
-            "offset": offset,
-            "data": text,
-        }
-        if encoding:
-            params["encoding"] = encoding
-        task.emit(Notification.OUTPUT, params, len(data))
+    def _offer(task: RunningTask, stream: Stream, out: OutputLog, chunk: tuple[int, bytes]) -> None:
+        ev = output_event(task.task_id, stream, chunk[0], chunk[1])  # encoded once for all
+        for sub in tuple(task.subscribers):
+            if sub.closed:
+                task.subscribers.discard(sub)
+            else:
+                sub.offer(ev, out)
+
+    def _pause_reading(self, task: RunningTask) -> None:
+        """The log writer is far behind: let the disk set the pace (the pipe fills)."""
+        task.reading_paused = True
+        for tr in task.transports:
+            with contextlib.suppress(Exception):
+                tr.pause_reading()  # type: ignore[attr-defined]
+
+        def resume() -> None:
+            task.reading_paused = False
+            for tr in task.transports:
+                with contextlib.suppress(Exception):
+                    tr.resume_reading()  # type: ignore[attr-defined]
+
+        self.writer.on_drained.append(resume)
 
     def _on_eof(self, task: RunningTask, stream: Stream) -> None:
         out = task.streams.get(stream)
         if out is not None:
-            rest = out.flush_pending()
+            rest = out.finish()
             if rest is not None and task.subscribers:
-                self._emit_chunk(task, stream, rest[0], rest[1])
+                self._offer(task, stream, out, rest)
         task.open_pipes -= 1
         self._maybe_finish(task)
 
@@ -538,9 +557,14 @@ class Engine:
                 await process.wait_group_gone(rec.pgid)
         for stream, out in task.streams.items():
             setattr(rec, f"{stream.value}_bytes", out.offset)
-            if out.log_error:
-                rec.extra.setdefault("log_errors", {})[stream.value] = out.log_error
-            out.close()
+            if out.error:
+                rec.extra.setdefault("log_errors", {})[stream.value] = out.error
+            out.finish()
+            if not out.flushed:
+                self._unflushed[(rec.task_id, stream)] = out
+        if self._unflushed:
+            for key in [k for k, v in self._unflushed.items() if v.flushed]:
+                del self._unflushed[key]
         if task.final_status is not None:
             rec.status = task.final_status
             if task.stop_reason and not rec.error:
@@ -716,21 +740,20 @@ class Engine:
         from_offset: int | None = None,
         stderr_from_offset: int | None = None,
     ) -> TaskRecord | None:
-        """Attach a subscriber to a live task, replaying from the given offsets first.
+        """Follow a live task from the given offsets (None: from the live end on).
 
-        Returns the record, or None if the task is not live (the caller then replays from
-        the log and sends the final record itself; see `replay`).
+        Returns the record, or None if the task is not live (the caller then follows the
+        finished log with `replay_finished`).
         """
         task = self._live.get(task_id)
         if task is None:
             return None
         for stream, start in ((Stream.STDOUT, from_offset), (Stream.STDERR, stderr_from_offset)):
             out = task.streams.get(stream)
-            if start is None or out is None:
-                continue
-            self._replay(task_id, stream, start, out.offset - len(out._pending), subscriber)
+            if start is not None and out is not None:
+                subscriber.follow(task_id, stream, out, start)
         task.subscribers.add(subscriber)
-        return task.record
+        return task.current_record()
 
     def replay_finished(
         self,
@@ -739,68 +762,28 @@ class Engine:
         from_offset: int | None,
         stderr_from_offset: int | None,
     ) -> None:
-        """Replay a finished task's log from the offsets, then its completion."""
+        """Read a finished task's log from the offsets, then its completion."""
         for stream, start in ((Stream.STDOUT, from_offset), (Stream.STDERR, stderr_from_offset)):
-            if start is None:
-                continue
-            end = getattr(record, f"{stream.value}_bytes")
-            self._replay(record.task_id, stream, start, end, subscriber)
+            if start is not None:
+                subscriber.follow(record.task_id, stream, self._log_of(record, stream), start)
         subscriber.push(Event(Notification.COMPLETED, record.completed_params()))
 
-    def _replay(
-        self, task_id: str, stream: Stream, start: int, end: int, subscriber: Subscriber
-    ) -> None:
-        if start >= end:
-            return
-        budget = subscriber.max_bytes // 2
-        if end - start > budget:
-            # More than the subscriber could hold: name the gap, replay the newest part.
-            cut = end - budget
-            subscriber.push(
-                Event(
-                    Notification.DROPPED,
-                    {
-                        "task_id": task_id,
-                        "stream": stream.value,
-                        "from_offset": start,
-                        "to_offset": cut,
-                    },
-                )
-            )
-            start = cut
-        try:
-            with open(self.log_path(task_id, stream), "rb") as f:
-                f.seek(start)
-                data = f.read(end - start)
-        except OSError as exc:
-            subscriber.push(
-                Event(
-                    Notification.ERROR,
-                    {"task_id": task_id, "stream": stream.value, "error": f"replay failed: {exc}"},
-                )
-            )
-            return
-        step = self.settings.read_chunk_bytes
-        pos = 0
-        while pos < len(data):
-            piece = data[pos : pos + step]
-            text, encoding = encode_data(piece)
-            params: dict[str, Any] = {
-                "task_id": task_id,
-                "stream": stream.value,
-                "offset": start + pos,
-                "data": text,
-            }
-            if encoding:
-                params["encoding"] = encoding
-            subscriber.push(Event(Notification.OUTPUT, params, len(piece)))
-            pos += len(piece)
+    def _log_of(self, record: TaskRecord, stream: Stream) -> OutputLog:
+        task = self._live.get(record.task_id)
+        if task is not None and stream in task.streams:
+            return task.streams[stream]
+        out = self._unflushed.get((record.task_id, stream))
+        if out is not None:
+            return out
+        size = getattr(record, f"{stream.value}_bytes")
+        return OutputLog.finished(self.log_path(record.task_id, stream), size)
 
     def unsubscribe(self, task_id: str, subscriber: Subscriber) -> bool:
         task = self._live.get(task_id)
         if task is None or subscriber not in task.subscribers:
             return False
         task.subscribers.discard(subscriber)
+        subscriber.forget(task_id)
         return True
 
     def detach(self, subscriber: Subscriber) -> None:
@@ -808,10 +791,6 @@ class Engine:
         for task in self._live.values():
             task.subscribers.discard(subscriber)
         self.listeners.discard(subscriber)
-
-    def on_subscriber_drop(self, nbytes: int) -> None:
-        self.counters["dropped_bytes"] += nbytes
-        self.counters["dropped_events"] += 1
 
     def _notify_listeners(self, method: str, params: dict[str, Any]) -> None:
         if not self.listeners:
@@ -825,49 +804,36 @@ class Engine:
     async def read_output(
         self, task_id: str, stream: Stream, offset: int, limit: int
     ) -> dict[str, Any]:
-        """A byte-exact slice of a task's complete output, read from its log file."""
+        """A byte-exact slice of a task's complete output, read from its log."""
         rec = await self.get(task_id)
-        task = self._live.get(task_id)
-        out = task.streams.get(stream) if task is not None else None
-        total = out.logged if out is not None else getattr(rec, f"{stream.value}_bytes")
-        path = self.log_path(task_id, stream)
-
-        def read() -> tuple[bytes, int]:
-            try:
-                with open(path, "rb") as f:
-                    size = os.fstat(f.fileno()).st_size
-                    f.seek(offset)
-                    return f.read(min(limit, max(0, size - offset))), size
-            except FileNotFoundError:
-                return b"", 0
-
-        data, size = await asyncio.get_running_loop().run_in_executor(None, read)
-        if out is None and size < total:
-            total = size  # a log that failed to write, or was removed
+        out = self._log_of(rec, stream)
+        total = out.offset
+        if out.closed and out._writer is None:
+            # A finished log read from disk: a file shorter than the record says (a log
+            # that failed to write, or was removed) reads as what is there.
+            with contextlib.suppress(OSError):
+                total = min(total, self.log_path(task_id, stream).stat().st_size)
+            if not self.log_path(task_id, stream).exists():
+                total = 0
+        data = await asyncio.get_running_loop().run_in_executor(None, out.read, offset, limit)
+        data = data or b""
         # Keep text text: do not end a slice inside a UTF-8 character when more follows.
-        if offset + len(data) < size:
-            cut = _incomplete_utf8_tail(data)
+        if offset + len(data) < total:
+            cut = incomplete_utf8_tail(data)
             if cut and cut < len(data):
                 data = data[:-cut]
         text, encoding = encode_data(data)
-        result: dict[str, Any] = {
+        return {
             "task_id": task_id,
             "stream": stream.value,
             "offset": offset,
             "size": len(data),
-            "total": max(total, size),
+            "total": total,
             "data": text,
             "encoding": encoding or "utf-8",
-            "eof": offset + len(data) >= size and rec.status.is_final,
+            "eof": offset + len(data) >= total and rec.status.is_final,
             "status": str(rec.status),
         }
-        return result
-
-    def tail(self, task_id: str, stream: Stream = Stream.STDOUT, max_bytes: int = 4096) -> bytes:
-        task = self._live.get(task_id)
-        if task is None or stream not in task.streams:
-            return b""
-        return task.streams[stream].tail(max_bytes)
 
 
 class DataDirLocked(RuntimeError):

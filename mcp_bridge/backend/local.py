@@ -14,7 +14,7 @@ from typing import Any
 from cc_executor import jsonrpc
 from cc_executor.claude.runner import claude_spec
 from cc_executor.config import Settings
-from cc_executor.engine import DataDirLocked, Engine, Event, Subscriber, TaskSpec
+from cc_executor.engine import CallbackSubscriber, DataDirLocked, Engine, TaskSpec
 from cc_executor.protocol import (
     ControlParams,
     ErrorCode,
@@ -33,15 +33,12 @@ from mcp_bridge.watch import TaskWatch
 log = logging.getLogger(__name__)
 
 
-class _Sink(Subscriber):
+class _Sink(CallbackSubscriber):
     """An engine subscriber that hands each event straight to a watch: no queue, no task."""
 
     def __init__(self, watch: TaskWatch) -> None:
-        super().__init__(1)
+        super().__init__(lambda event: watch.feed(event.method, event.params))
         self.watch = watch
-
-    def push(self, event: Event) -> None:
-        self.watch.feed(event.method, event.params)
 
 
 class _EngineConn:
