@@ -30,7 +30,7 @@ from cc_executor import __version__, jsonrpc
 from cc_executor.auth import ensure_token, token_matches
 from cc_executor.config import Settings
 from cc_executor.dashboard import asset_response, own_origins
-from cc_executor.engine import Engine, Event, Subscriber, SubscriberClosed
+from cc_executor.engine import Engine, Event, Subscriber, SubscriberClosed, build_engine
 from cc_executor.handlers import ROUTES, Conn
 from cc_executor.logs import setup_logging
 from cc_executor.sessions import SessionManager
@@ -58,7 +58,7 @@ class ExecutorService:
 
     def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
         self.settings = settings
-        self.engine = engine or Engine(settings)
+        self.engine = engine or build_engine(settings)
         self.sessions = SessionManager(self.engine, settings)
         self.token = ""
         self._server: Server | None = None

@@ -52,6 +52,11 @@ def encode_data(data: bytes) -> tuple[str, str | None]:
         return base64.b64encode(data).decode("ascii"), "base64"
 
 
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class LogWriter:
     """One thread that writes every log's chunks in order, so the loop never waits on disk.
 
@@ -137,6 +142,7 @@ class OutputLog:
         self._fd: int | None = None
         self._opened = False
         self._pending = b""  # an incomplete UTF-8 tail held back from notifications
+        self._flushed_waiter: asyncio.Future[None] | None = None
 
     @classmethod
     def finished(cls, path: Path, size: int) -> OutputLog:
@@ -187,6 +193,23 @@ class OutputLog:
         """Everything received is in the file (or lost to a failed write)."""
         return not self._unwritten
 
+    async def wait_flushed(self) -> None:
+        """Until the writer thread has written everything received so far. Costs a
+        wake-up from that thread only when it is behind (it rarely is at a task's end)."""
+        with self._lock:
+            if not self._unwritten:
+                return
+            waiter = self._flushed_waiter = asyncio.get_running_loop().create_future()
+        await waiter
+
+    def _wake_if_flushed(self) -> None:
+        """Writer thread, with the lock held: tell a waiting loop the log is flushed."""
+        waiter = self._flushed_waiter
+        if waiter is not None and not self._unwritten:
+            self._flushed_waiter = None
+            with contextlib.suppress(RuntimeError):  # the loop closed
+                waiter.get_loop().call_soon_threadsafe(_resolve, waiter)
+
     # ------------------------------------------------------------ the writer's side
 
     def _write(self, data: bytes) -> None:
@@ -213,12 +236,14 @@ class OutputLog:
                             self._unwritten[0] = bytes(view)
                         else:
                             self._unwritten.popleft()
+                            self._wake_if_flushed()
                 return
             except OSError as exc:
                 self._fail(f"log write failed after {self.written} bytes: {exc}")
         with self._lock:  # not written: these bytes are lost to the log
             self._base += len(view)
             self._unwritten.popleft()
+            self._wake_if_flushed()
 
     def _fail(self, message: str) -> None:
         if self.error is None:

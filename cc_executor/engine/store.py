@@ -58,6 +58,7 @@ def record_to_row(rec: TaskRecord) -> tuple[str, float, str, bytes]:
         "timeout": rec.timeout,
         "idle_timeout": rec.idle_timeout,
         "error": rec.error,
+        "node": rec.node,
         "extra": rec.extra,
     }
     return rec.task_id, rec.created_at, str(rec.status), orjson.dumps(data, default=str)
