@@ -147,9 +147,10 @@ class Engine:
         self._recent: OrderedDict[str, TaskRecord] = OrderedDict()
         self._queue: deque[RunningTask] = deque()
         self._running = 0
+        self._journal = SpawnJournal(settings.data_dir / "spawned.jsonl")
         from cc_executor.hooks import HookRunner
 
-        self.hooks = HookRunner(settings)
+        self.hooks = HookRunner(settings, self._journal)
         self.pre_execute: list[Hook] = [self.hooks.pre]
         self.post_execute: list[Hook] = [self.hooks.post]
         self.listeners: set[Subscriber] = set()  # see every task's control events
@@ -164,7 +165,6 @@ class Engine:
         self._closing = False
         self._opened = False
         self._lock_fd: int | None = None
-        self._journal = SpawnJournal(settings.data_dir / "spawned.jsonl")
         self._background: set[asyncio.Task[Any]] = set()
 
     def _in_background(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -222,6 +222,7 @@ class Engine:
                     continue
             spawned.status = TaskStatus.RUNNING  # spawned, or being spawned, at the crash
             by_id[spawned.task_id] = spawned
+        await self.hooks.recover(by_id)  # hooks the crash left running (hooks.py)
         stale = list(by_id.values())
         now = time.time()
         for rec in stale:
