@@ -45,8 +45,9 @@ def spawned() -> Iterator[list[subprocess.Popen[bytes]]]:
     procs: list[subprocess.Popen[bytes]] = []
     yield procs
     for proc in procs:
-        process.kill_group_now(proc.pid)
-        proc.wait()
+        if proc.returncode is None:  # not reaped yet: its pid, and so its group id, are ours
+            process.kill_group_now(proc.pid)
+            proc.wait()
 
 
 def start(
