@@ -77,9 +77,10 @@ class Engine(GroupControl, OutputServing):
         self.log_dir = settings.log_dir
         self._live: dict[str, RunningTask] = {}
         self._recent: OrderedDict[str, TaskRecord] = OrderedDict()
+        self._journal = SpawnJournal(settings.data_dir / "spawned.jsonl")
         from cc_executor.hooks import HookRunner
 
-        self.hooks = HookRunner(settings)
+        self.hooks = HookRunner(settings, self._journal)
         self.pre_execute: list[Hook] = [self.hooks.pre]
         self.post_execute: list[Hook] = [self.hooks.post]
         self.writer = LogWriter()
@@ -92,7 +93,6 @@ class Engine(GroupControl, OutputServing):
         self._closing = False
         self._opened = False
         self._lock_fd: int | None = None
-        self._journal = SpawnJournal(settings.data_dir / "spawned.jsonl")
         self._background: set[asyncio.Task[Any]] = set()
 
     def _in_background(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -130,7 +130,9 @@ class Engine(GroupControl, OutputServing):
         self.writer.start()
 
     async def _recover(self) -> None:
-        lost = await recover(self.store, self._journal, self.log_path, self.node)
+        lost = await recover(
+            self.store, self._journal, self.log_path, self.node, self.hooks.recover
+        )
         self.counters["lost_on_start"] += lost
 
     async def close(self) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from cc_executor.engine import process
@@ -33,6 +33,7 @@ async def recover(
     journal: SpawnJournal,
     log_path: Callable[[str, Stream], Path],
     node: str,
+    recover_hooks: Callable[[Mapping[str, TaskRecord]], Awaitable[None]],
 ) -> int:
     """Mark this node's unfinished records lost/cancelled; returns how many were lost."""
     stale = [
@@ -56,6 +57,7 @@ async def recover(
         spawned.status = TaskStatus.RUNNING  # spawned, or being spawned, at the crash
         spawned.node = node
         by_id[spawned.task_id] = spawned
+    await recover_hooks(by_id)  # hooks the crash left running (hooks.py)
     lost = 0
     now = time.time()
     for rec in by_id.values():
