@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import time
 from collections import Counter
@@ -30,7 +31,7 @@ from cc_executor import __version__, jsonrpc
 from cc_executor.auth import ensure_token, token_matches
 from cc_executor.config import Settings
 from cc_executor.dashboard import asset_response, own_origins
-from cc_executor.engine import Engine, Event, Subscriber, SubscriberClosed, build_engine
+from cc_executor.engine import Engine, Event, Subscriber, SubscriberClosed, build_engine, reaper
 from cc_executor.handlers import ROUTES, Conn
 from cc_executor.logs import setup_logging
 from cc_executor.sessions import SessionManager
@@ -265,17 +266,48 @@ def _peer_host(connection: ServerConnection) -> str:
 
 
 async def run_service(settings: Settings) -> None:
-    """Start the service and serve until SIGINT/SIGTERM, then end every task and exit."""
-    service = ExecutorService(settings)
-    await service.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("shutting down: ending all task groups")
-    await service.stop()
+    """Start the service and serve until SIGINT/SIGTERM, then end every task and exit.
+
+    The service owns its process: it raises its own soft fd limit, becomes a child
+    subreaper (so what leaves a task's group is still its child, engine/reaper.py) and
+    reaps the orphans that come to it, as PID 1 of a container too.
+    """
+    raise_fd_limit()
+    reaper.become_subreaper()
+    orphans = reaper.OrphanReaper()
+    orphans.start()
+    try:
+        service = ExecutorService(settings)
+        await service.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("shutting down: ending all task groups")
+        await service.stop()
+    finally:
+        # Every orphan left is a task's or a hook's, whatever its environment says now.
+        if reaper.collects_orphans():
+            await reaper.end_orphans()
+        orphans.stop()
+
+
+FD_LIMIT = 65536
+"""The soft limit of open files the service asks for (each connection, pipe and log takes
+one; 1024, a common default, is reached by 1,000 idle sockets). Children inherit it."""
+
+
+def raise_fd_limit(want: int = FD_LIMIT) -> int:
+    """Raise the soft RLIMIT_NOFILE towards `want` (never past the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            return target
+    return soft
 
 
 def build_arg_parser(prog: str = "cc-executor start") -> argparse.ArgumentParser:

@@ -144,7 +144,10 @@ class Engine(GroupControl, OutputServing):
         for task in live:
             self._terminate(task, TaskStatus.CANCELLED, "service shutting down")
         if live:
-            await asyncio.wait([t.done for t in live], timeout=self.settings.kill_grace_seconds + 3)
+            # harden: the group's grace, then its escapees' (process.end_tagged)
+            await asyncio.wait(
+                [t.done for t in live], timeout=2 * self.settings.kill_grace_seconds + 3
+            )
         for task in live:
             if task.record.pgid is not None:
                 process.kill_group_now(task.record.pgid)
@@ -402,6 +405,8 @@ class Engine(GroupControl, OutputServing):
             process.signal_group(rec.pgid, signal.SIGCONT)
             process.kill_group_now(rec.pgid)
             task.group_signalled = True
+        # harden: and what left the group (it may hold the pipes); _complete waits for it
+        self._in_background(process.end_tagged(rec.task_id, self.settings.kill_grace_seconds))
         if task.open_pipes > 0:
             # Normally EOF follows at once; a process that escaped the group may hold a pipe.
             loop = asyncio.get_running_loop()
@@ -427,6 +432,7 @@ class Engine(GroupControl, OutputServing):
             if not await process.wait_group_gone(rec.pgid):
                 process.kill_group_now(rec.pgid)
                 await process.wait_group_gone(rec.pgid)
+        await process.end_tagged(rec.task_id, self.settings.kill_grace_seconds)  # harden: escapees
         for stream, out in task.streams.items():
             out.finish()
             # Final means every byte is in the log file: a reader of the file, or of
