@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     max_handshakes: int = 64
     handshake_timeout: float = Field(default=5.0, gt=0)
     max_requests_in_flight: int = Field(default=64, ge=1)
-    max_reply_bytes_in_flight: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_reply_bytes_in_flight: int = Field(default=32 * 1024 * 1024, ge=1024)
     max_subscriptions_per_connection: int = Field(default=256, ge=1)
 
     # Rate limits (0 = unlimited)

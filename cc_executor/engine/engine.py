@@ -16,7 +16,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +30,7 @@ from cc_executor.engine.journal import TASK_ENV, SpawnJournal
 from cc_executor.engine.lifecycle import transition
 from cc_executor.engine.output import LogWriter, OutputLog
 from cc_executor.engine.queue import LocalTaskQueue, TaskQueue
+from cc_executor.engine.recent import RecentRecords
 from cc_executor.engine.records import TaskRecord, new_task_id
 from cc_executor.engine.recovery import recover
 from cc_executor.engine.serving import OutputServing
@@ -76,7 +76,7 @@ class Engine(GroupControl, OutputServing):
         self.bus: EventBus = bus or LocalEventBus()
         self.log_dir = settings.log_dir
         self._live: dict[str, RunningTask] = {}
-        self._recent: OrderedDict[str, TaskRecord] = OrderedDict()
+        self._recent = RecentRecords(settings.recent_tasks_bytes, _RECENT_LIMIT)  # harden: bytes
         self._journal = SpawnJournal(settings.data_dir / "spawned.jsonl")
         from cc_executor.hooks import HookRunner
 
@@ -466,9 +466,7 @@ class Engine(GroupControl, OutputServing):
         self.bus.publish(Notification.COMPLETED, params)
         self._live.pop(rec.task_id, None)
         self._journal.maybe_compact(t.record for t in self._live.values())
-        self._recent[rec.task_id] = rec
-        while len(self._recent) > _RECENT_LIMIT:
-            self._recent.popitem(last=False)
+        self._recent[rec.task_id] = rec  # harden: evicts by bytes and count (engine/recent.py)
         if not task.done.done():
             task.done.set_result(rec)
         self.queue.release()
