@@ -54,7 +54,8 @@ async def test_every_sessions_command(cli: Cli, tmp_path: Path) -> None:
     fe.mkdir()
     be.mkdir()
     created = await cli.json("create", str(fe), "--name", "fe", "--allowed-tools", "Read,Edit")
-    assert created["allowed_tools"] == ["Read", "Edit"] and created["name"] == "fe"
+    assert created["claude_options"]["allowed_tools"] == ["Read", "Edit"]
+    assert created["name"] == "fe"
     code, out, _ = await cli.run("create", str(be), "--name", "be", "--prompt", "set up")
     assert code == 0 and "created session" in out and "(be)" in out and "turn 1" in out
 
