@@ -175,8 +175,8 @@ class ClaudeOptions(BaseModel):
     model: str | None = Field(default=None, description="Model alias (e.g. sonnet) or full name.")
     allowed_tools: list[str] | None = Field(
         default=None,
-        description="Tools it may use without asking, e.g. ['Read', 'Edit', 'Bash', "
-        "'mcp__cc_executor']. In a headless run a tool that needs a permission prompt is denied.",
+        description="Tools it may use without asking, e.g. Read, Edit, Bash(git log:*), "
+        "mcp__cc_executor. In a headless run a tool that needs a permission prompt is denied.",
     )
     disallowed_tools: list[str] | None = Field(default=None, description="Tools it must not use.")
     permission_mode: PermissionMode | None = Field(
