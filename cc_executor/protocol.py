@@ -2,7 +2,10 @@
 
 Method names, their params (pydantic models: schema and validation), notification names,
 task statuses and application error codes. The service, the Python client, the CLI and the
-MCP bridge all import from here; docs/protocol.md documents the same names.
+MCP bridge all import from here; the dashboard reads the names as `GET /protocol.json`
+(`protocol_description()`); docs/protocol.md documents the same names (tests/test_protocol.py
+checks both). `ClaudeOptions` declares each Claude option once for `execute_claude`,
+`session.create`, the MCP tools and the CLI.
 """
 
 from __future__ import annotations
