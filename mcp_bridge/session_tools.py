@@ -71,7 +71,7 @@ def register_sessions(mcp: MCPServer, sessions: SessionTools) -> None:
         turn's outcome in last_status and its answer in last_result (first 2000
         characters; get_session_logs shows every turn). Also: claude_session_id (the
         conversation), watch_mode, watch_turns and watch_stopped, messages_in and
-        messages_out, model, allowed_tools, end_reason.
+        messages_out, claude_options (model, allowed_tools, ... of its turns), end_reason.
         """
         return await guard(sessions.status(session_id))
 
