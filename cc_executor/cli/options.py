@@ -64,7 +64,6 @@ def _checked(annotation: Any, field: FieldInfo) -> Callable[[str], Any]:
             reason = exc.errors()[0]["msg"]
             raise argparse.ArgumentTypeError(f"{reason} (got {value!r})") from None
 
-    convert.__name__ = getattr(annotation, "__name__", "value")  # argparse names it on error
     return convert
 
 
