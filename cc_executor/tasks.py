@@ -12,6 +12,7 @@ from cc_executor.config import Settings
 from cc_executor.engine import TaskSpec, command_env
 from cc_executor.policy import resolve_argv
 from cc_executor.protocol import ErrorCode, ExecuteParams, ProtocolError
+from cc_executor.workspaces import request_of
 
 
 def check_cwd(cwd: str | None) -> str | None:
@@ -37,4 +38,5 @@ def command_spec(params: ExecuteParams, settings: Settings) -> TaskSpec:
         timeout=params.timeout,
         idle_timeout=params.idle_timeout,
         name=params.name,
+        extra=request_of(params),  # a worktree, made by the engine's workspace hook
     )

@@ -79,10 +79,14 @@ class Engine(GroupControl, OutputServing):
         self._recent: OrderedDict[str, TaskRecord] = OrderedDict()
         self._journal = SpawnJournal(settings.data_dir / "spawned.jsonl")
         from cc_executor.hooks import HookRunner
+        from cc_executor.workspaces import Workspaces
 
         self.hooks = HookRunner(settings, self._journal)
-        self.pre_execute: list[Hook] = [self.hooks.pre]
-        self.post_execute: list[Hook] = [self.hooks.post]
+        # Workspaces (issue 15): a task's worktree is made after the hooks that may refuse
+        # it, and what it changed is on the record before post_execute hooks see it.
+        self.workspaces = Workspaces(self)
+        self.pre_execute: list[Hook] = [self.hooks.pre, self.workspaces.pre_execute]
+        self.post_execute: list[Hook] = [self.workspaces.post_execute, self.hooks.post]
         self.writer = LogWriter()
         self.started_at = time.time()
         self.counters: dict[str, int] = {

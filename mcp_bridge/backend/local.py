@@ -26,6 +26,7 @@ from cc_executor.protocol import (
 from cc_executor.sessions import SessionManager
 from cc_executor.sessions.handlers import SESSION_ROUTES
 from cc_executor.tasks import command_spec
+from cc_executor.workspaces.handlers import WORKSPACE_ROUTES
 from mcp_bridge.backend.base import TaskParams, _Watching
 from mcp_bridge.settings import BridgeSettings
 from mcp_bridge.watch import TaskWatch
@@ -192,8 +193,9 @@ class LocalBackend(_Watching):
     async def call(
         self, method: str, params: dict[str, Any], *, idempotent: bool = False
     ) -> dict[str, Any]:
-        """`session.*` methods, run by the service's own handlers on this engine."""
-        route = SESSION_ROUTES.get(method)
+        """`session.*` and `workspace.*` methods, run by the service's own handlers on
+        this engine."""
+        route = SESSION_ROUTES.get(method) or WORKSPACE_ROUTES.get(method)
         if route is None:
             return await super().call(method, params, idempotent=idempotent)
         manager = await self.session_manager()
