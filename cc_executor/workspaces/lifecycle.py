@@ -90,7 +90,7 @@ async def check_new_branch(git: Git, src: Source, branch: str) -> None:
     res = await git.run(["rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"], src.toplevel)
     if res.ok:
         raise _refuse(
-            f"branch {branch} already exists in {src.toplevel}: give the task another name",
+            f"branch {branch} already exists in {src.toplevel}: give it another name",
             branch=branch,
         )
 

@@ -58,7 +58,7 @@ class Workspaces:
     def __init__(self, engine: Engine) -> None:
         s = engine.settings
         self.engine = engine
-        self.root = s.worktrees_dir
+        self.root = Path(os.path.abspath(s.worktrees_dir.expanduser()))  # git runs elsewhere
         self.root_configured = s.workspace_dir is not None
         self.registry = Registry(s.data_dir / "workspaces")
         self.scratch = s.data_dir / "workspaces" / ".scratch"

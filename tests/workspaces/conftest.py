@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.dashboard.test_dashboard import browser_errors, page  # noqa: F401 (fixtures)
+
 
 @pytest.fixture(autouse=True)
 def git_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
