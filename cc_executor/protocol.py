@@ -218,9 +218,10 @@ class WorkspaceOptions(BaseModel):
     @model_validator(mode="after")
     def _worktree_options(self) -> WorkspaceOptions:
         if self.workspace != "worktree":
-            given = {"workspace_keep", "base_ref"} & self.model_fields_set
-            if given:
-                raise ValueError(f'{", ".join(sorted(given))} needs workspace "worktree"')
+            if self.base_ref is not None:
+                raise ValueError('base_ref needs workspace "worktree"')
+            if self.workspace_keep != "on_change":  # the default says nothing: allowed
+                raise ValueError('workspace_keep needs workspace "worktree"')
             return self
         name = getattr(self, "name", None)  # the branch is ccx/<name>
         problem = None if name is None else branch_name_problem(name)
