@@ -11,7 +11,6 @@ task runs (its cwd, or a git worktree of its own).
 
 from __future__ import annotations
 
-import re
 from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Literal
 
@@ -23,6 +22,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from cc_executor.gitnames import BRANCH_PREFIX, branch_name_problem, ref_problem
 
 PROTOCOL_VERSION = "1"
 
@@ -148,36 +149,10 @@ PositiveSeconds = Annotated[float, Field(gt=0)]
 # --------------------------------------------------------------------------- workspaces
 # A task (or a session, for all its turns) may run in a git worktree of its own, on a new
 # branch `ccx/<name or id>` (docs/workspaces.md). The names reach git's argv, so they are
-# checked here, where the request is parsed: a clear error before anything runs.
+# checked where the request is parsed (`gitnames`): a clear error before anything runs.
 
 WorkspaceMode = Literal["cwd", "worktree"]
 WorkspaceKeep = Literal["always", "on_change", "never"]
-
-BRANCH_PREFIX = "ccx/"
-_BRANCH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(?:/[A-Za-z0-9][A-Za-z0-9._-]*)*")
-_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
-
-
-def branch_name_problem(name: str) -> str | None:
-    """Why `ccx/<name>` cannot be a branch, or None. Stricter than git: no option, path or
-    revision syntax can come through (no `..`, no leading `-` or `.`, no `.lock` part)."""
-    if not _BRANCH_NAME.fullmatch(name):
-        return "use letters, digits, '.', '_' and '-', parts separated by single '/'"
-    parts = name.split("/")
-    if any(".." in p or p.endswith((".", ".lock")) for p in parts):
-        return "no '..', and no part may end in '.' or '.lock'"
-    return None
-
-
-def ref_problem(ref: str) -> str | None:
-    """Why `ref` cannot name a base commit, or None: no option, no range, no whitespace."""
-    if ref.startswith("-"):
-        return "it may not start with '-'"
-    if _REF_FORBIDDEN.search(ref):
-        return "it may not hold whitespace or control characters"
-    if ".." in ref:
-        return "it names one commit, not a range ('..')"
-    return None
 
 
 class WorkspaceOptions(BaseModel):

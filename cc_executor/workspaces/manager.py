@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cc_executor.engine.records import TaskRecord
+from cc_executor.gitnames import BRANCH_PREFIX
 from cc_executor.protocol import (
-    BRANCH_PREFIX,
     ErrorCode,
     ProtocolError,
     WorkspaceKeep,
