@@ -157,19 +157,25 @@ async def remove_worktree(git: Git, ws: Workspace, root: Path) -> None:
     res = await git.run_locked(["worktree", "remove", "--force", "--force", "--", ws.path], where)
     if res.ok:
         return
-    # Not a worktree git knows (a creation cut short, a directory removed by hand): remove
-    # what is ours, then let git forget worktrees whose directories are gone.
-    await asyncio.to_thread(_rmtree_ours, ws.path, root)
+    # Not a worktree git could remove (a creation cut short, a directory removed by hand):
+    # remove what is ours; if git still lists it, let git forget worktrees that are gone.
+    names = await asyncio.to_thread(_rmtree_ours, ws.path, root)
+    listed = await git.out(["worktree", "list", "--porcelain"], where)
+    if not {f"worktree {n}" for n in names} & set(listed.splitlines()):
+        return
     prune = await git.run_locked(["worktree", "prune"], where)
     if not prune.ok:
         raise GitError(f"git could not forget the worktree {ws.path}: {prune.reason()}")
 
 
-def _rmtree_ours(path: str, root: Path) -> None:
-    """Remove `path` if it is there and under the workspace root (never anything else)."""
+def _rmtree_ours(path: str, root: Path) -> set[str]:
+    """Remove `path` if it is there and under the workspace root (never anything else);
+    the names git may know it by (as given, and with symlinks resolved)."""
     p = Path(path)
+    names = {path, str(p.resolve())}
     if p.exists() and p.resolve().is_relative_to(root.resolve()):
         shutil.rmtree(p)
+    return names
 
 
 async def branch_tip(git: Git, ws: Workspace) -> str | None:

@@ -156,8 +156,10 @@ class Workspaces:
                     await lifecycle.add_worktree(self.git, ws, src)
                     ws.state = "active"
                     await asyncio.to_thread(self.registry.save, ws)
-                except BaseException:
-                    await asyncio.shield(self._undo(ws))
+                except BaseException as exc:
+                    # A branch someone made since our check is theirs: it stays.
+                    theirs = isinstance(exc, GitError) and "already exists" in exc.message
+                    await asyncio.shield(self._undo(ws, branch_ours=not theirs))
                     raise
         finally:
             self._busy.discard(owner_id)
@@ -172,10 +174,10 @@ class Workspaces:
         async with self._lock(ws.common_dir):
             await self._undo(ws)
 
-    async def _undo(self, ws: Workspace) -> None:
+    async def _undo(self, ws: Workspace, branch_ours: bool = True) -> None:
         try:
             await lifecycle.remove_worktree(self.git, ws, self.root)
-            if await lifecycle.branch_tip(self.git, ws) == ws.base_commit:
+            if branch_ours and await lifecycle.branch_tip(self.git, ws) == ws.base_commit:
                 await lifecycle.delete_branch(self.git, ws, ws.base_commit)
         except Exception:
             log.exception("undoing workspace %s failed: it stays listed", ws.id)

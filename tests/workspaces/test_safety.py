@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import signal
 import sys
 import textwrap
@@ -131,3 +132,20 @@ async def test_a_worktree_of_a_task_lost_in_a_crash_is_listed_and_removable(
         assert rec["pid"] is not None and not pid_alive(rec["pid"])
     finally:
         await svc.stop()
+
+
+async def test_a_worktree_removed_by_hand_is_still_removed_cleanly(
+    engine: Engine, repo: Path
+) -> None:
+    """git still lists a worktree whose directory someone deleted; removing the workspace
+    makes git forget it, and its branch goes (it holds no commit)."""
+    ws = await engine.workspaces.create(
+        "task", "t3", name=None, cwd=str(repo), base_ref=None, keep="always"
+    )
+    await asyncio.to_thread(shutil.rmtree, ws.path)
+    assert worktrees(repo) == [str(repo), ws.path]  # git does not know yet
+    ws = await engine.workspaces.finish(ws)  # its "task" ended: recording fails, it is kept
+    assert ws.state == "kept" and ws.error and "is gone" in ws.error
+    ws = await engine.workspaces.remove(ws)
+    assert ws.state == "removed" and ws.branch_deleted
+    assert worktrees(repo) == [str(repo)] and ccx_branches(repo) == []
