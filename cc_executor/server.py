@@ -30,10 +30,10 @@ from cc_executor import __version__, jsonrpc
 from cc_executor.auth import ensure_token, token_matches
 from cc_executor.config import Settings
 from cc_executor.dashboard import asset_response, own_origins
-from cc_executor.engine import Engine, Event, Subscriber, SubscriberClosed
+from cc_executor.engine import Event, Subscriber, SubscriberClosed
 from cc_executor.handlers import ROUTES, Conn
 from cc_executor.logs import setup_logging
-from cc_executor.sessions import SessionManager
+from cc_executor.runtime import build_runtime
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,11 @@ def _json_response(status: HTTPStatus, body: dict[str, Any]) -> Response:
 class ExecutorService:
     """The engine plus its WebSocket front door."""
 
-    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.engine = engine or Engine(settings)
-        self.sessions = SessionManager(self.engine, settings)
+        self.runtime = build_runtime(settings)
+        self.engine = self.runtime.engine
+        self.sessions = self.runtime.sessions
         self.token = ""
         self._server: Server | None = None
         self._connections = 0
@@ -179,7 +180,7 @@ class ExecutorService:
             self.settings.subscriber_queue_bytes, on_drop=self.engine.on_subscriber_drop
         )
         sub.hold_new_tasks = True  # a task's events follow the reply that names it
-        conn = Conn(self.engine, self.settings, sub, peer=client)
+        conn = Conn(self.engine, self.settings, sub, peer=client, sessions=self.sessions)
         writer = asyncio.create_task(self._write_loop(ws, sub))
         in_flight = asyncio.Semaphore(_MAX_IN_FLIGHT)
         pending: set[asyncio.Task[None]] = set()

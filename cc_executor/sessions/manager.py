@@ -19,12 +19,10 @@ import asyncio
 import contextlib
 import logging
 import time
-import weakref
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from cc_executor.claude.runner import claude_spec
 from cc_executor.config import Settings
 from cc_executor.engine import Engine, Event, TaskRecord
 from cc_executor.protocol import (
@@ -52,19 +50,12 @@ from cc_executor.sessions.records import (
 )
 from cc_executor.sessions.store import SessionStore, SqliteSessionStore
 from cc_executor.sessions.temp import spawn_temp
-from cc_executor.tasks import check_cwd, command_spec
+from cc_executor.tasks import check_cwd, spec_for
 
 log = logging.getLogger(__name__)
 
 WATCH_DEFAULT_MAX_TURNS = 10
 """Continuations watch mode sends when `max_turns` is not given: never unbounded."""
-
-_MANAGERS: weakref.WeakKeyDictionary[Engine, SessionManager] = weakref.WeakKeyDictionary()
-
-
-def manager_for(engine: Engine) -> SessionManager | None:
-    """The started SessionManager driving this engine, if any (how handlers find it)."""
-    return _MANAGERS.get(engine)
 
 
 def message_prompt(sender: Session, message: str) -> str:
@@ -144,7 +135,6 @@ class SessionManager:
                 s.status = "idle"
                 self.store.save_session(s)
         self._started = True
-        _MANAGERS[self.engine] = self
 
     async def stop(self) -> None:
         """Cancel running turns (their groups end), drop queued ones, close the store."""
@@ -163,8 +153,6 @@ class SessionManager:
         workers = [live.worker for live in self._live.values() if live.worker is not None]
         if workers:
             await asyncio.wait(workers, timeout=self.settings.kill_grace_seconds + 5)
-        if _MANAGERS.get(self.engine) is self:
-            del _MANAGERS[self.engine]
         if self._started:
             await self.store.flush()
             await self.store.close()
@@ -293,7 +281,7 @@ class SessionManager:
             continuation_prompt=p.continuation_prompt,
             turn_timeout=p.turn_timeout,
         )
-        claude_spec(self._claude_params(s, "check", 1), self.settings)  # allow-list, now
+        spec_for(self._claude_params(s, "check", 1), self.settings)  # allow-list, now
         self.add(s)
         log.info("session created", extra={"session_id": s.session_id, "cwd": cwd})
         d = self.describe(s)
@@ -464,10 +452,10 @@ class SessionManager:
         try:
             if t.command is not None:  # a temp session's plain command
                 params = ExecuteParams(command=t.command, cwd=s.working_dir, timeout=s.turn_timeout)
-                spec = command_spec(params, self.settings)
+                spec = spec_for(params, self.settings)
                 spec.name = f"temp session {s.session_id}"
             else:
-                spec = claude_spec(self._claude_params(s, t.prompt, t.turn), self.settings)
+                spec = spec_for(self._claude_params(s, t.prompt, t.turn), self.settings)
             spec.extra.update({"session_id": s.session_id, "session_turn": t.turn})
             rec = await self.engine.execute(spec)
         except ProtocolError as exc:
