@@ -384,7 +384,8 @@ class Bridge:
             rec = await self.call(Method.STATUS, {"task_id": task_id})
             return await self._status_view(rec)
         res = await self.call(Method.STATUS, {"limit": limit})
-        tasks = [self._summary(t) for t in res.get("tasks", ())]
+        name = self.transport.name  # an entry of a merged listing says its own side
+        tasks = [self._summary({"backend": name, **t}) for t in res.get("tasks", ())]
         out: dict[str, Any] = {"tasks": tasks, "stats": res.get("stats")}
         if self.lists:
             out["lists"] = [

@@ -16,6 +16,7 @@ import pytest
 from pydantic import ValidationError
 
 import cc_executor
+from cc_executor.api import EventCallback
 from cc_executor.config import Settings
 
 FAKE_CLAUDE = Path(__file__).parents[1] / "fake_claude" / "claude"
@@ -103,6 +104,23 @@ async def test_concurrent_async_calls_share_the_engine() -> None:
     )
     assert [r.output for r in results] == [f"{i}\n" for i in range(8)]
     assert len({r.task_id for r in results}) == 8
+
+
+async def test_concurrent_calls_each_see_all_of_their_own_task() -> None:
+    seen: dict[int, list[tuple[str, dict[str, object]]]] = {i: [] for i in range(8)}
+
+    def recorder(i: int) -> EventCallback:
+        return lambda method, params: seen[i].append((method, params))
+
+    results = await asyncio.gather(
+        *(cc_executor.acc_execute(command=["echo", str(i)], on_event=recorder(i)) for i in range(8))
+    )
+    for i, r in enumerate(results):
+        await wait_until(lambda i=i: bool(seen[i]) and seen[i][-1][0] == "process.completed")
+        methods = [m for m, _ in seen[i]]
+        assert methods[0] == "process.started", methods
+        assert {str(p["task_id"]) for _, p in seen[i]} == {r.task_id}
+        assert [p["data"] for m, p in seen[i] if m == "process.output"] == [f"{i}\n"]
 
 
 def test_timeout_ends_the_whole_group() -> None:
