@@ -474,4 +474,6 @@ class Bridge:
     async def close(self) -> None:
         for run in list(self.lists.values()):
             await self.cancel_list(run)
+        if self._background:  # unsubscribes on their way: let them go out first
+            await asyncio.wait(list(self._background), timeout=5)
         await self.transport.aclose()
