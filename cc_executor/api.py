@@ -28,7 +28,6 @@ from typing import Any
 
 from cc_executor.client import output_bytes
 from cc_executor.config import Settings
-from cc_executor.engine import Event, Subscriber, SubscriberClosed
 from cc_executor.protocol import (
     Action,
     ExecuteClaudeParams,
@@ -43,8 +42,9 @@ from cc_executor.transport.inprocess import InProcessTransport
 
 EventCallback = Callable[[str, dict[str, Any]], Any]
 """Called as callback(method, params) for each notification of the task."""
+Deliver = Callable[[str, dict[str, Any]], None]
+"""Hands one notification on to the caller's thread or loop (never blocks)."""
 
-_EVENT_QUEUE_BYTES = 64 * 1024 * 1024
 _PAGE_BYTES = 16 * 1024 * 1024  # the most one `output` call returns
 
 
@@ -100,10 +100,10 @@ class ExecutionResult:
 
 @dataclass(eq=False)
 class _Follower:
-    """One call's task: its events (when the caller wants them) and its end."""
+    """One call's task: where its events go (when the caller wants them) and its end."""
 
     done: asyncio.Future[dict[str, Any]]
-    events: Subscriber | None  # bounded, drop-oldest, as for a service connection
+    deliver: Deliver | None
 
 
 class _Api:
@@ -125,23 +125,18 @@ class _Api:
         follower = self._following.get(params.get("task_id") or "")
         if follower is None:
             return
-        if follower.events is not None:
-            nbytes = len(output_bytes(params)) if method == Notification.OUTPUT else 0
-            follower.events.push(Event(method, params, nbytes))
+        if follower.deliver is not None:
+            follower.deliver(method, params)
         if method == Notification.COMPLETED and not follower.done.done():
             follower.done.set_result(params)
 
-    def follow(self, task_id: str, with_events: bool) -> _Follower:
-        loop = asyncio.get_running_loop()
-        events = Subscriber(_EVENT_QUEUE_BYTES) if with_events else None
-        follower = _Follower(loop.create_future(), events)
+    def follow(self, task_id: str, deliver: Deliver | None) -> _Follower:
+        follower = _Follower(asyncio.get_running_loop().create_future(), deliver)
         self._following[task_id] = follower
         return follower
 
     def forget(self, task_id: str) -> None:
-        follower = self._following.pop(task_id, None)
-        if follower is not None and follower.events is not None:
-            follower.events.close()
+        self._following.pop(task_id, None)
 
 
 class _ApiRuntime:
@@ -252,17 +247,12 @@ def _params(
     return ExecuteParams(command=command, **clean)
 
 
-async def _run(
-    api: _Api, p: TaskParams, deliver: Callable[[str, dict[str, Any]], None] | None
-) -> ExecutionResult:
+async def _run(api: _Api, p: TaskParams, deliver: Deliver | None) -> ExecutionResult:
     method = Method.EXECUTE_CLAUDE if isinstance(p, ExecuteClaudeParams) else Method.EXECUTE
     transport = api.transport
     started = await transport.call(method, p.model_dump(exclude_unset=True))
     task_id: str = started["task_id"]
-    follower = api.follow(task_id, deliver is not None)  # at once: nothing came before it
-    pump = None
-    if follower.events is not None and deliver is not None:
-        pump = asyncio.create_task(_pump(follower.events, deliver))
+    follower = api.follow(task_id, deliver)  # at once: nothing of the task came before it
     try:
         await asyncio.shield(follower.done)
     except asyncio.CancelledError:
@@ -271,8 +261,6 @@ async def _run(
         raise
     finally:
         api.forget(task_id)
-        if pump is not None:
-            await asyncio.shield(pump)
     record = await transport.call(Method.STATUS, {"task_id": task_id})
     out = await _read_all(api, task_id, Stream.STDOUT)
     err = await _read_all(api, task_id, Stream.STDERR)
@@ -284,15 +272,6 @@ async def _cancel_quietly(api: _Api, task_id: str) -> None:
         await api.transport.call(Method.CONTROL, {"task_id": task_id, "action": Action.CANCEL})
     except ProtocolError:
         pass  # it ended meanwhile
-
-
-async def _pump(events: Subscriber, deliver: Callable[[str, dict[str, Any]], None]) -> None:
-    try:
-        while True:
-            ev = await events.get()
-            deliver(ev.method, ev.params)
-    except SubscriberClosed:
-        pass
 
 
 async def _read_all(api: _Api, task_id: str, stream: Stream) -> bytes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -81,6 +82,9 @@ class Settings(BaseSettings):
     allowed_commands: list[str] | None = None
     shell: str = "/bin/sh"
 
+    # Which engine this is: records name it, and recovery touches only its own
+    node_id: str | None = None
+
     # Scheduling and time limits
     max_concurrent_tasks: int = 32
     max_queued_tasks: int = 10_000
@@ -89,9 +93,6 @@ class Settings(BaseSettings):
     kill_grace_seconds: float = 5.0
 
     # Output
-    ring_buffer_bytes: int = 1024 * 1024
-    ring_buffer_lines: int = 10_000
-    read_chunk_bytes: int = 256 * 1024
     subscriber_queue_bytes: int = 8 * 1024 * 1024
 
     # Storage and logging
@@ -119,6 +120,11 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _ConfigFileSource(settings_cls))
+
+    @property
+    def node(self) -> str:
+        """`node_id`, or this host's name and the service's port."""
+        return self.node_id or f"{socket.gethostname()}:{self.port}"
 
     @property
     def token_file(self) -> Path:

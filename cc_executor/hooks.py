@@ -1,25 +1,29 @@
 """Hooks: commands run around each task with the task record as JSON on stdin.
 
-`pre_execute` commands run before a task starts; a failing one (non-zero exit or its own
-timeout) refuses the task with HOOK_REJECTED. `post_execute` commands run after it ends;
-their outcome is recorded on the task. Hook processes get their own process group, which
-is killed when the hook ends or times out, and never block the event loop.
-The built-in `uuid_verification` hook is applied by the Claude runner; its outcomes are
-counted here.
+`pre_execute` commands run before a task starts; a failing one (non-zero exit, its own
+timeout, or a shell that cannot start) refuses the task with HOOK_REJECTED. `post_execute`
+commands run after it ends; their outcome is recorded on the task. A hook starts through
+`engine/process.py` like a task: its own process group, tagged with
+`CC_EXECUTOR_TASK_ID=<task_id>.<phase>-<n>`, written to the spawn journal, TERM then KILL
+at its timeout, never blocking the event loop; after a crash the next start reaps it
+(`HookRunner.recover`). The built-in `uuid_verification` hook is applied by the Claude
+runner; its outcomes are counted here.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import logging
 import os
-import signal
+import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
+from cc_executor.engine import process
+from cc_executor.engine.journal import TASK_ENV, HelperSpawn, SpawnJournal, reap_helper
 from cc_executor.protocol import ErrorCode, ProtocolError
 
 if TYPE_CHECKING:
@@ -27,61 +31,9 @@ if TYPE_CHECKING:
     from cc_executor.engine.engine import Engine
     from cc_executor.engine.records import TaskRecord
 
+log = logging.getLogger(__name__)
 
 _OUTPUT_TAIL = 2000  # characters of a hook's stdout/stderr kept on the record
-
-
-async def run_hook_command(
-    command: str, payload: bytes, timeout: float, shell: str
-) -> dict[str, Any]:
-    """Run one hook command; returns {command, exit_code, timed_out, duration_s, stdout, stderr}.
-
-    The hook gets its own process group and writes its output to temporary files, not pipes:
-    a process it leaves behind (even one that left the group) cannot hold a pipe open and
-    stall the task past the timeout. When the hook ends, or at its timeout, whatever is left
-    of its group is killed: no hook process outlives its run.
-    """
-    started = time.monotonic()
-    with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
-        proc = await asyncio.create_subprocess_exec(
-            shell,
-            "-c",
-            command,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=out_f,
-            stderr=err_f,
-            start_new_session=True,
-        )
-        timed_out = False
-        try:
-            await asyncio.wait_for(_feed_and_wait(proc, payload), timeout)
-        except TimeoutError:
-            timed_out = True
-        finally:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            if proc.stdin is not None:
-                proc.stdin.close()
-        await proc.wait()
-        out, err = _tail(out_f), _tail(err_f)
-    return {
-        "command": command,
-        "exit_code": proc.returncode,
-        "timed_out": timed_out,
-        "duration_s": round(time.monotonic() - started, 4),
-        "stdout": out,
-        "stderr": err,
-    }
-
-
-async def _feed_and_wait(proc: asyncio.subprocess.Process, payload: bytes) -> None:
-    """Write the payload to the hook's stdin (it may not read it), then wait for its exit."""
-    assert proc.stdin is not None
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        proc.stdin.write(payload)
-        await proc.stdin.drain()
-    proc.stdin.close()
-    await proc.wait()
 
 
 def _tail(f: IO[bytes]) -> str:
@@ -91,8 +43,9 @@ def _tail(f: IO[bytes]) -> str:
 
 
 class HookRunner:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, journal: SpawnJournal) -> None:
         self.settings = settings
+        self.journal = journal
         self.counters: dict[str, int] = {
             "pre_runs": 0,
             "pre_failures": 0,
@@ -103,21 +56,95 @@ class HookRunner:
             "uuid_skipped": 0,
         }
 
-    def _payload(self, record: TaskRecord, phase: str) -> bytes:
-        return orjson.dumps({"phase": phase, "task": record.to_dict()}, default=str)
+    async def run(self, record: TaskRecord, phase: str, n: int, command: str) -> dict[str, Any]:
+        """Run hook `n` of a phase; returns {command, exit_code, timed_out, duration_s,
+        stdout, stderr} (and `error` when the shell could not start).
+
+        The hook reads its JSON from a file and writes its output to temporary files, not
+        pipes: a process it leaves behind (even one that left the group) cannot hold a pipe
+        open and stall the task past the timeout. `process.run_to_end` ends its group.
+        """
+        helper = HelperSpawn(f"{record.task_id}.{phase}-{n}", record.task_id, phase, command)
+        payload = orjson.dumps({"phase": phase, "task": record.to_dict()}, default=str)
+        started = time.monotonic()
+        res: dict[str, Any] = {"command": command, "exit_code": None, "timed_out": False}
+        with (
+            tempfile.TemporaryFile() as in_f,
+            tempfile.TemporaryFile() as out_f,
+            tempfile.TemporaryFile() as err_f,
+        ):
+            in_f.write(payload)
+            in_f.seek(0)
+            self.journal.append_helper(helper)  # before the spawn too: see engine/journal.py
+            try:
+                proc = process.spawn(
+                    [self.settings.shell, "-c", command],
+                    None,
+                    {**os.environ, TASK_ENV: helper.tag},
+                    stdin=in_f,
+                    stdout=out_f,
+                    stderr=err_f,
+                )
+            except (OSError, subprocess.SubprocessError) as exc:
+                self.journal.helper_ended(helper)
+                return {**res, "duration_s": 0.0, "stdout": "", "stderr": "", "error": str(exc)}
+            helper.pid = proc.pid
+            helper.start_ticks = process.start_ticks(proc.pid)
+            self.journal.append_helper(helper)  # on disk now: a crash cannot orphan it
+            try:
+                res["timed_out"] = await process.run_to_end(
+                    proc, self.settings.hooks.timeout, self.settings.kill_grace_seconds
+                )
+            finally:
+                self.journal.helper_ended(helper)  # run_to_end returns once the group is gone
+            res["exit_code"] = proc.returncode
+            res["duration_s"] = round(time.monotonic() - started, 4)
+            res["stdout"], res["stderr"] = _tail(out_f), _tail(err_f)
+        return res
+
+    async def recover(self, stale: Mapping[str, TaskRecord]) -> None:
+        """After a crash: end every hook the last run left running (its whole group, start
+        ticks checked) and add its outcome (`lost: true`) to its task's record in `stale`,
+        the records recovery is about to save. A `pre_execute` hook's task was never
+        created, so only the log tells of it."""
+        for helper in self.journal.stale_helpers():
+            killed = await reap_helper(helper)
+            what = "its leftover processes were killed" if killed else "nothing of it was left"
+            log.warning(
+                "a %s hook of task %s was running when the service stopped: %s",
+                helper.role,
+                helper.task_id,
+                what,
+                extra={"task_id": helper.task_id},
+            )
+            rec = stale.get(helper.task_id)
+            if rec is None:
+                continue
+            rec.extra.setdefault("hooks", {}).setdefault(helper.role, []).append(
+                {
+                    "command": helper.command,
+                    "exit_code": None,
+                    "timed_out": False,
+                    "lost": True,
+                    "error": f"the service stopped while this hook ran; {what}",
+                }
+            )
 
     async def pre(self, record: TaskRecord) -> None:
         cfg = self.settings.hooks
         results = []
-        for command in cfg.pre_execute:
+        for n, command in enumerate(cfg.pre_execute):
             self.counters["pre_runs"] += 1
-            res = await run_hook_command(
-                command, self._payload(record, "pre_execute"), cfg.timeout, self.settings.shell
-            )
+            res = await self.run(record, "pre_execute", n, command)
             results.append(res)
             if res["exit_code"] != 0 or res["timed_out"]:
                 self.counters["pre_failures"] += 1
-                why = "timed out" if res["timed_out"] else f"exited {res['exit_code']}"
+                if "error" in res:
+                    why = f"could not start ({res['error']})"
+                elif res["timed_out"]:
+                    why = "timed out"
+                else:
+                    why = f"exited {res['exit_code']}"
                 raise ProtocolError(
                     ErrorCode.HOOK_REJECTED,
                     f"pre_execute hook {command!r} {why}: task refused",
@@ -132,11 +159,9 @@ class HookRunner:
             self.counters[f"uuid_{verification}"] += 1
         cfg = self.settings.hooks
         results = []
-        for command in cfg.post_execute:
+        for n, command in enumerate(cfg.post_execute):
             self.counters["post_runs"] += 1
-            res = await run_hook_command(
-                command, self._payload(record, "post_execute"), cfg.timeout, self.settings.shell
-            )
+            res = await self.run(record, "post_execute", n, command)
             if res["exit_code"] != 0 or res["timed_out"]:
                 self.counters["post_failures"] += 1
             results.append(res)

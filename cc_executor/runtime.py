@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cc_executor.config import Settings
-from cc_executor.engine import DataDirLocked, Engine
+from cc_executor.engine import DataDirLocked, Engine, build_engine
 from cc_executor.sessions import SessionManager
 
 
@@ -45,7 +45,7 @@ class Runtime:
 
 def build_runtime(settings: Settings) -> Runtime:
     """The engine and session manager of these settings, not started yet."""
-    engine = Engine(settings)
+    engine = build_engine(settings)  # the engine's own parts are chosen there
     return Runtime(settings, engine, SessionManager(engine, settings))
 
 

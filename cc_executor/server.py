@@ -176,9 +176,7 @@ class ExecutorService:
         client = _peer_host(ws)
         self._connections += 1
         self._per_client[client] += 1
-        sub = Subscriber(
-            self.settings.subscriber_queue_bytes, on_drop=self.engine.on_subscriber_drop
-        )
+        sub = Subscriber(self.settings.subscriber_queue_bytes)
         sub.hold_new_tasks = True  # a task's events follow the reply that names it
         conn = Conn(self.engine, self.settings, sub, peer=client, sessions=self.sessions)
         writer = asyncio.create_task(self._write_loop(ws, sub))

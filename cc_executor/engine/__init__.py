@@ -9,6 +9,7 @@ from cc_executor.engine.engine import (
     command_env,
 )
 from cc_executor.engine.events import CallbackSubscriber, Event, Subscriber, SubscriberClosed
+from cc_executor.engine.factory import build_engine
 from cc_executor.engine.records import TaskRecord
 from cc_executor.engine.store import SqliteTaskStore, TaskStore
 
@@ -25,5 +26,6 @@ __all__ = [
     "TaskRecord",
     "TaskSpec",
     "TaskStore",
+    "build_engine",
     "command_env",
 ]

@@ -1,10 +1,18 @@
-"""Events and subscribers: how task notifications reach a client without ever blocking a child.
+"""Events and subscribers: how notifications reach a client without a child ever waiting.
 
 An `Event` is one notification; its JSON frame is encoded once and shared by every
-subscriber. A `Subscriber` is a bounded queue: when a reader stalls and its queued output
-passes the byte budget, the oldest output chunks are dropped and replaced by a
-`process.dropped` marker naming the byte range, which the client can fetch with `output`.
-Control events (started, paused, completed ...) are never dropped.
+subscriber. A `Subscriber` (one per connection) holds an ordered queue of events and, per
+task stream it follows, a `Cursor`: the offset up to which it has been given output.
+
+While a cursor is caught up, each chunk read from the pipe is queued to it as the live
+event. When the queue holds more output than `max_bytes` (the client reads slower than the
+task prints), the cursor falls behind: live chunks are no longer queued, and the
+subscriber's reader later reads what it missed from the task's `OutputLog` in large
+chunks, at the client's pace, until it reaches the live end and rejoins live delivery. No
+byte is dropped, memory per subscriber stays bounded, and `process.completed` of a task
+is held until its cursors have delivered the last byte. `process.dropped` remains for one
+case only: bytes a failed log write lost (the disk was full) that a cursor had not yet
+been given live.
 """
 
 from __future__ import annotations
@@ -15,9 +23,11 @@ from collections.abc import Callable
 from typing import Any
 
 from cc_executor import jsonrpc
-from cc_executor.protocol import Notification
+from cc_executor.engine.output import OutputLog, encode_data, incomplete_utf8_tail
+from cc_executor.protocol import Notification, Stream
 
 CLAUDE_EVENT_WEIGHT = 4096
+CATCH_UP_BYTES = 1024 * 1024  # one frame of output read back from a log
 
 
 class Event:
@@ -33,10 +43,6 @@ class Event:
         self.weight = nbytes or (CLAUDE_EVENT_WEIGHT if method == Notification.CLAUDE_EVENT else 0)
         self._frame: bytes | None = None
 
-    @property
-    def is_output(self) -> bool:
-        return self.nbytes > 0 and self.method == Notification.OUTPUT
-
     def frame(self) -> bytes:
         """The JSON-RPC notification as bytes, encoded at most once."""
         if self._frame is None:
@@ -47,30 +53,53 @@ class Event:
         return f"Event({self.method}, {self.task_id}, nbytes={self.nbytes})"
 
 
+def output_event(task_id: str, stream: Stream, offset: int, data: bytes) -> Event:
+    """The `process.output` notification of `data`, which starts at `offset`."""
+    text, encoding = encode_data(data)
+    params: dict[str, Any] = {
+        "task_id": task_id,
+        "stream": stream.value,
+        "offset": offset,
+        "data": text,
+    }
+    if encoding:
+        params["encoding"] = encoding
+    return Event(Notification.OUTPUT, params, len(data))
+
+
+class Cursor:
+    """A subscriber's position in one task stream's log."""
+
+    __slots__ = ("behind", "log", "pos", "stream", "task_id")
+
+    def __init__(self, task_id: str, stream: Stream, log: OutputLog, pos: int) -> None:
+        self.task_id = task_id
+        self.stream = stream
+        self.log = log
+        self.pos = pos  # output before this offset has been given to the subscriber
+        self.behind = pos < log.notify_end or pos > log.notify_end
+
+
 class SubscriberClosed(Exception):
     """get() on a subscriber that was closed."""
 
 
 class Subscriber:
-    """A bounded, drop-oldest queue of events for one consumer (a connection, an API caller)."""
+    """One consumer's ordered events (a connection, an API caller) and its cursors."""
 
-    def __init__(
-        self,
-        max_bytes: int,
-        on_drop: Callable[[int], None] | None = None,
-        name: str = "",
-    ) -> None:
+    def __init__(self, max_bytes: int, name: str = "") -> None:
         self.max_bytes = max(1, max_bytes)
         self.name = name
         self._queue: deque[Event] = deque()
         self._queued_bytes = 0
         self._wakeup = asyncio.Event()
         self._closed = False
-        self._on_drop = on_drop
-        self.dropped_bytes = 0
-        self.dropped_summaries = 0  # claude.event notifications shed
-        # Tasks whose events wait until the reply that named them has gone out: a client
-        # learns a task's id from the `execute` reply before any notification of it.
+        self._cursors: dict[tuple[str, Stream], Cursor] = {}
+        self._lagging: dict[tuple[str, Stream], Cursor] = {}  # cursors that fell behind
+        # Events of a task that must follow output a cursor has not delivered yet.
+        self._deferred: dict[str, list[Event]] = {}
+        self.dropped_bytes = 0  # lost to failed log writes before this subscriber got them
+        self.dropped_summaries = 0  # claude.event notifications shed while over budget
         # A connection sets hold_new_tasks; the engine then holds each task it creates
         # for this subscriber, and the connection releases them after the reply.
         self.hold_new_tasks = False
@@ -82,6 +111,83 @@ class Subscriber:
 
     def __len__(self) -> int:
         return len(self._queue)
+
+    # ------------------------------------------------------------ cursors
+
+    def follow(self, task_id: str, stream: Stream, log: OutputLog, pos: int | None) -> None:
+        """Follow a stream from `pos` (None: from the live end on)."""
+        key = (task_id, stream)
+        cur = Cursor(task_id, stream, log, log.notify_end if pos is None else pos)
+        self._cursors[key] = cur
+        self._lagging.pop(key, None)
+        if cur.behind:
+            self._lagging[key] = cur
+            self._wakeup.set()
+
+    def forget(self, task_id: str) -> None:
+        """Stop following a task (its held-back events go too)."""
+        for stream in Stream:
+            self._cursors.pop((task_id, stream), None)
+            self._lagging.pop((task_id, stream), None)
+        self._deferred.pop(task_id, None)
+
+    def following(self, task_id: str) -> bool:
+        return any((task_id, s) in self._cursors for s in Stream)
+
+    def _behind_on(self, task_id: str) -> bool:
+        for stream in Stream:
+            cur = self._cursors.get((task_id, stream))
+            if cur is not None and cur.behind:
+                return True
+        return False
+
+    # ------------------------------------------------------------ the engine's side
+
+    def offer(self, event: Event, log: OutputLog) -> None:
+        """A live output chunk: queued if this subscriber's cursor is at it and there is
+        room, else the cursor falls (or stays) behind and reads it from the log later."""
+        if self._closed:
+            return
+        key = (event.task_id, Stream(event.params["stream"]))
+        cur = self._cursors.get(key)
+        if cur is None:  # following the task but not yet this stream: live from here
+            cur = self._cursors[key] = Cursor(key[0], key[1], log, event.params["offset"])
+            cur.behind = False
+        if cur.behind:
+            self._wakeup.set()  # more to read back
+            return
+        if self._queued_bytes + event.nbytes > self.max_bytes and event.task_id not in self._held:
+            cur.behind = True
+            self._lagging[key] = cur
+            self._wakeup.set()
+            return
+        cur.pos += event.nbytes
+        self.push(event)
+
+    def push(self, event: Event) -> None:
+        """A control event, a reply, or a chunk `offer` let through: never dropped."""
+        if self._held:
+            waiting = self._held.get(event.task_id)
+            if waiting is not None:
+                waiting.append(event)
+                self._queued_bytes += event.weight
+                return
+        if event.method == Notification.COMPLETED and self._behind_on(event.task_id):
+            self._deferred.setdefault(event.task_id, []).append(event)
+            return
+        if event.method == Notification.CLAUDE_EVENT and self._queued_bytes > self.max_bytes:
+            self.dropped_summaries += 1  # a summary of lines that are in the log
+            return
+        self._deliver(event)
+
+    def _deliver(self, event: Event) -> None:
+        if self._closed:
+            return
+        self._queue.append(event)
+        self._queued_bytes += event.weight
+        self._wakeup.set()
+        if event.method == Notification.COMPLETED:
+            self.forget(event.task_id)
 
     def hold(self, task_id: str) -> None:
         """Keep this task's events back until `release_held()` (called once the reply of
@@ -95,81 +201,10 @@ class Subscriber:
         held, self._held = self._held, {}
         for events in held.values():
             for ev in events:
+                self._queued_bytes -= ev.weight
                 self.push(ev)
 
-    def push(self, event: Event) -> None:
-        if self._held:
-            waiting = self._held.get(event.task_id)
-            if waiting is not None:
-                waiting.append(event)
-                return
-        self._deliver(event)
-
-    def _deliver(self, event: Event) -> None:
-        if self._closed:
-            return
-        self._queue.append(event)
-        if event.weight:
-            self._queued_bytes += event.weight
-            if self._queued_bytes > self.max_bytes:
-                self._shed()
-        self._wakeup.set()
-
-    def _shed(self) -> None:
-        """Drop the oldest output down to half the budget, leaving gap markers in place.
-
-        A gap joins the marker already queued for its task and stream when nothing of that
-        stream (nor a control event of that task) was kept after it, so interleaved streams
-        cannot pile up markers: at most one per stream between two kept events.
-        """
-        target = self.max_bytes // 2
-        kept: deque[Event] = deque()
-        open_markers: dict[tuple[str, str], Event] = {}
-        dropped = 0
-        for ev in self._queue:
-            if self._queued_bytes > target and ev.method == Notification.CLAUDE_EVENT:
-                # A summary of lines that are in the log: dropped without a marker.
-                self._queued_bytes -= ev.weight
-                self.dropped_summaries += 1
-                continue
-            if self._queued_bytes > target and ev.is_output:
-                self._queued_bytes -= ev.nbytes
-                dropped += ev.nbytes
-                p = ev.params
-                start = p["offset"]
-                end = start + ev.nbytes
-                key = (ev.task_id, p["stream"])
-                marker = open_markers.get(key)
-                if marker is not None and marker.params["to_offset"] == start:
-                    marker.params["to_offset"] = end
-                    marker._frame = None
-                else:
-                    marker = Event(
-                        Notification.DROPPED,
-                        {
-                            "task_id": ev.task_id,
-                            "stream": p["stream"],
-                            "from_offset": start,
-                            "to_offset": end,
-                        },
-                    )
-                    kept.append(marker)
-                    open_markers[key] = marker
-            else:
-                kept.append(ev)
-                stream: str | None = ev.params.get("stream")
-                if ev.method == Notification.DROPPED and stream is not None:
-                    open_markers[(ev.task_id, stream)] = ev
-                elif ev.is_output and stream is not None:
-                    open_markers.pop((ev.task_id, stream), None)
-                elif ev.task_id and open_markers:
-                    # A control event of this task: later gaps must come after it.
-                    for k in [k for k in open_markers if k[0] == ev.task_id]:
-                        del open_markers[k]
-        self._queue = kept
-        self.dropped_bytes += dropped
-        if self._on_drop is not None and dropped:
-            self._on_drop(dropped)
+    # ------------------------------------------------------------ the reader's side
 
     def get_nowait(self) -> Event | None:
         if not self._queue:
@@ -179,8 +214,56 @@ class Subscriber:
             self._queued_bytes -= ev.weight
         return ev
 
+    def read_back(self) -> Event | None:
+        """The next chunk a cursor that fell behind missed, read from its log; a cursor
+        that reaches the live end rejoins live delivery. None when no cursor can move."""
+        for key, cur in list(self._lagging.items()):
+            # Round robin: the next call serves the next cursor that fell behind.
+            del self._lagging[key]
+            self._lagging[key] = cur
+            log = cur.log
+            end = log.notify_end
+            if cur.pos >= end:
+                if cur.pos == end or log.closed:
+                    self._caught_up(cur)
+                continue  # past the live end: wait until the output reaches it
+            data = log.read(cur.pos, min(CATCH_UP_BYTES, end - cur.pos))
+            if data is None:  # lost to a failed log write: say so, move on
+                lost_to = log.notify_end if log.failed_at is None else log._base
+                lost_to = max(min(lost_to, end), cur.pos + 1)
+                ev = Event(
+                    Notification.DROPPED,
+                    {
+                        "task_id": cur.task_id,
+                        "stream": cur.stream.value,
+                        "from_offset": cur.pos,
+                        "to_offset": lost_to,
+                    },
+                )
+                self.dropped_bytes += lost_to - cur.pos
+                cur.pos = lost_to
+                return ev
+            if not data:
+                continue
+            if cur.pos + len(data) < end:
+                cut = incomplete_utf8_tail(data)
+                if cut and cut < len(data):
+                    data = data[:-cut]
+            ev = output_event(cur.task_id, cur.stream, cur.pos, data)
+            cur.pos += len(data)
+            return ev
+        return None
+
+    def _caught_up(self, cur: Cursor) -> None:
+        cur.behind = False
+        self._lagging.pop((cur.task_id, cur.stream), None)
+        if not self._behind_on(cur.task_id):
+            for ev in self._deferred.pop(cur.task_id, ()):
+                self._deliver(ev)
+
     async def get(self) -> Event:
-        """The next event; raises SubscriberClosed once closed and drained."""
+        """The next event: queued ones first, then output read back for a cursor that
+        fell behind. Raises SubscriberClosed once closed and drained."""
         while True:
             ev = self.get_nowait()
             if ev is not None:
@@ -188,10 +271,18 @@ class Subscriber:
             if self._closed:
                 raise SubscriberClosed
             self._wakeup.clear()
+            ev = self.read_back()
+            if ev is not None:
+                return ev
+            if self._queue:
+                continue
             await self._wakeup.wait()
 
     def close(self) -> None:
         self._closed = True
+        self._cursors.clear()
+        self._lagging.clear()
+        self._deferred.clear()
         self._wakeup.set()
 
 
@@ -200,9 +291,17 @@ class CallbackSubscriber(Subscriber):
     queue (it never falls behind). Holds work as for any subscriber."""
 
     def __init__(self, fn: Callable[[Event], None], name: str = "") -> None:
-        super().__init__(1, name=name)
+        super().__init__(1 << 62, name=name)
         self._fn = fn
 
     def _deliver(self, event: Event) -> None:
         if not self._closed:
             self._fn(event)
+            if event.method == Notification.COMPLETED:
+                self.forget(event.task_id)
+
+    def follow(self, task_id: str, stream: Stream, log: OutputLog, pos: int | None) -> None:
+        super().follow(task_id, stream, log, pos)
+        # No reader task drains it: read what it missed back now, then go live.
+        while (ev := self.read_back()) is not None:
+            self._deliver(ev)

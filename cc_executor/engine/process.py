@@ -1,8 +1,10 @@
 """Process groups: spawn a child in its own session, signal the whole group, see its state.
 
-Each task's child is started with `start_new_session=True`, so its pid is also its process
-group id and every descendant that does not call setsid itself stays in that group: one
-`killpg` reaches the whole tree.
+Every child (a task, a hook) is started here with `start_new_session=True`, so its pid is
+also its process group id and every descendant that does not call setsid itself stays in
+that group: one `killpg` reaches the whole tree. `run_to_end` runs a helper child (a hook)
+to its end under a time limit the way the engine ends a task: TERM, KILL after the grace
+period, and back only once the group is gone.
 """
 
 from __future__ import annotations
@@ -10,29 +12,46 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import IO
+
+log = logging.getLogger(__name__)
 
 _PROC = Path("/proc")
 HAVE_PROC = _PROC.is_dir() and sys.platform.startswith("linux")
 
 
-def spawn(argv: Sequence[str], cwd: str | None, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-    """Start argv in a new session with stdin from /dev/null and both outputs piped.
+_Stdio = int | IO[bytes]
 
-    Raises OSError (FileNotFoundError, PermissionError, NotADirectoryError ...) when the
-    program or the working directory cannot be used.
+
+def spawn(
+    argv: Sequence[str],
+    cwd: str | None,
+    env: Mapping[str, str],
+    *,
+    stdin: _Stdio = subprocess.DEVNULL,
+    stdout: _Stdio = subprocess.PIPE,
+    stderr: _Stdio = subprocess.PIPE,
+) -> subprocess.Popen[bytes]:
+    """Start argv in a new session; by default stdin from /dev/null and both outputs piped.
+
+    A helper child passes files instead (a hook reads its JSON from one and writes its
+    output to others). Raises OSError (FileNotFoundError, PermissionError,
+    NotADirectoryError ...) when the program or the working directory cannot be used.
     """
     proc = subprocess.Popen(
         list(argv),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
         cwd=cwd,
         env=dict(env),
         start_new_session=True,
@@ -202,3 +221,68 @@ def reap_stale_group(pgid: int, leader_pid: int, leader_ticks: int | None) -> bo
             return False
     kill_group_now(pgid)
     return True
+
+
+def exited(proc: subprocess.Popen[bytes]) -> asyncio.Future[None]:
+    """A future set once proc has exited, before it is reaped (a pidfd, else a waiter thread).
+
+    The caller reaps (`proc.wait()`) after acting on the group: until then the zombie leader
+    holds its pid, so its group id cannot be given to a stranger.
+    """
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+
+    def done() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+
+        def waiter() -> None:
+            with contextlib.suppress(ChildProcessError):
+                os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                loop.call_soon_threadsafe(done)
+
+        threading.Thread(target=waiter, name=f"wait-{proc.pid}", daemon=True).start()
+        return fut
+
+    def on_readable() -> None:  # a pidfd is readable once its process has exited
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        done()
+
+    loop.add_reader(pidfd, on_readable)
+    return fut
+
+
+async def run_to_end(proc: subprocess.Popen[bytes], timeout: float | None, grace: float) -> bool:
+    """Wait for a helper child started by `spawn`; True when it ran past `timeout`.
+
+    At the timeout its group gets SIGTERM, then SIGKILL after `grace` seconds, as a task's
+    does. When the leader exits, whatever it left in its group is killed: no helper process
+    outlives its run. Returns (or, when cancelled, re-raises) only once the leader is
+    reaped and every member of the group is gone.
+    """
+    pgid = proc.pid
+    leader_exited = exited(proc)
+    timed_out = False
+    try:
+        try:
+            await asyncio.wait_for(asyncio.shield(leader_exited), timeout)
+        except TimeoutError:
+            timed_out = True
+            signal_group(pgid, signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(leader_exited), grace)
+    finally:
+        kill_group_now(pgid)  # the zombie (or live, when cancelled) leader pins the group id
+        await leader_exited
+        proc.wait()  # reaps at once: the leader has exited
+        if not await wait_group_gone(pgid):
+            kill_group_now(pgid)
+            if not await wait_group_gone(pgid):
+                log.warning("process group %d of pid %d outlived SIGKILL", pgid, proc.pid)
+    return timed_out

@@ -40,6 +40,7 @@ class TaskRecord:
     timeout: float | None = None
     idle_timeout: float | None = None
     error: str | None = None
+    node: str | None = None  # the engine that runs or ran it (None while queued)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -26,6 +26,10 @@ T = TypeVar("T")
 
 
 class TaskStore(Protocol):
+    # Whether other engines (other nodes) keep their records here too. A store that only
+    # this engine uses holds nothing but its own records, whatever node name they carry.
+    shared: bool
+
     async def open(self) -> None: ...
     def save(self, record: TaskRecord) -> None: ...
     async def get(self, task_id: str) -> TaskRecord | None: ...
@@ -58,6 +62,7 @@ def record_to_row(rec: TaskRecord) -> tuple[str, float, str, bytes]:
         "timeout": rec.timeout,
         "idle_timeout": rec.idle_timeout,
         "error": rec.error,
+        "node": rec.node,
         "extra": rec.extra,
     }
     return rec.task_id, rec.created_at, str(rec.status), orjson.dumps(data, default=str)
@@ -89,6 +94,8 @@ _UPSERT = (
 
 class SqliteTaskStore:
     """Task records in one SQLite file, written by a dedicated thread."""
+
+    shared = False  # one engine's own: its data dir is locked
 
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -185,7 +185,8 @@ async def test_hanging_post_hook_is_killed_and_recorded(
     run = await run_claude(client, "hello")
     assert run.record["status"] == "completed"
     (res,) = run.record["hooks"]["post_execute"]
-    assert res["timed_out"] is True and res["exit_code"] == -signal.SIGKILL
+    # Ended as a task is: SIGTERM first, and sleep dies of it (SIGKILL only after the grace).
+    assert res["timed_out"] is True and res["exit_code"] == -signal.SIGTERM
     assert (await hook_status(client))["counters"]["post_failures"] == 1
 
 
@@ -215,3 +216,37 @@ async def test_hook_children_do_not_outlive_the_hook(
         if escaped.exists():
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(escaped.read_text()), signal.SIGKILL)
+
+
+async def test_a_hook_past_its_timeout_gets_term_then_kill_with_its_whole_group(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    """The hook logs the TERM and goes on; its child ignores TERM: both die of the SIGKILL
+    that follows after kill_grace_seconds, before the task's completion is sent."""
+    hook = (
+        f"trap 'echo TERM >> \"{tmp_path}/marks\"' TERM; "
+        f'sh -c \'trap "" TERM; echo $$ > "{tmp_path}/child.pid"; exec sleep 60\' & '
+        "while :; do wait; done"
+    )
+    svc, client = await start_service(hooks=HooksConfig(post_execute=[hook], timeout=2.0))
+    run = await run_claude(client, "hello")
+    (res,) = run.record["hooks"]["post_execute"]
+    assert res["timed_out"] is True and res["exit_code"] == -signal.SIGKILL
+    assert (tmp_path / "marks").read_text() == "TERM\n"  # TERM first, and it was survived
+    assert res["duration_s"] >= 2.0 + svc.settings.kill_grace_seconds
+    assert not pid_alive(int((tmp_path / "child.pid").read_text()))  # gone, no polling
+    assert run.record["status"] == "completed"
+
+
+async def test_a_pre_hook_whose_shell_cannot_start_refuses_the_task(
+    start_service: StartService, fake_claude_state: Path
+) -> None:
+    _, client = await start_service(
+        shell="/nonexistent/sh", hooks=HooksConfig(pre_execute=["true"])
+    )
+    with pytest.raises(ProtocolError) as info:
+        await client.execute_claude("hello")
+    assert info.value.code == ErrorCode.HOOK_REJECTED
+    assert "could not start" in info.value.message and "/nonexistent/sh" in info.value.message
+    assert info.value.data["exit_code"] is None and info.value.data["timed_out"] is False
+    assert _files(fake_claude_state) == []  # the CLI never ran

@@ -111,8 +111,6 @@ async def test_status_of_all_tasks_with_stats(client: ExecutorClient) -> None:
         "running",
         "queued",
         "tasks_started",
-        "dropped_bytes",
-        "dropped_events",
         "uptime_s",
     ):
         assert key in stats

@@ -1,5 +1,5 @@
 """A client that never reads: the log stays byte-exact, the service's memory stays bounded,
-and the client learns exactly which bytes it missed, which `output` gives back."""
+and once it reads it gets every byte, in order, read back from the log."""
 
 from __future__ import annotations
 
@@ -77,55 +77,21 @@ async def test_stalled_subscriber_50mb_log_exact_memory_bounded(
             assert log.stat().st_size == TOTAL
             assert file_sha(log) == digest == expected_sha()
 
-            # Now the stalled client reads: gaps are named exactly, the rest is there.
+            # Now the stalled client reads: every byte, in order, no gap.
             events = list(stalled.notifications)
             while not events or events[-1]["method"] != "process.completed":
                 events.append(await stalled.recv())
-            tiles: list[tuple[str, int, int, bytes | None]] = []
+            h = hashlib.sha256()
             pos = 0
             for ev in events:
                 p = ev["params"]
-                if p.get("stream") != "stdout":
-                    continue
-                if ev["method"] == "process.dropped":
-                    assert p["from_offset"] == pos and p["to_offset"] > pos
-                    tiles.append(("gap", p["from_offset"], p["to_offset"], None))
-                    pos = p["to_offset"]
-                elif ev["method"] == "process.output":
+                assert ev["method"] != "process.dropped", p
+                if ev["method"] == "process.output" and p["stream"] == "stdout":
                     data = output_bytes(p)
                     assert p["offset"] == pos
-                    tiles.append(("data", pos, pos + len(data), data))
+                    h.update(data)
                     pos += len(data)
             assert pos == TOTAL
-            gaps = [t for t in tiles if t[0] == "gap"]
-            assert gaps, "a stalled 1 MB subscriber must have dropped something"
-            gap_bytes = sum(b - a for _, a, b, _ in gaps)
-            delivered = sum(len(d) for *_, d in tiles if d is not None)
-            # What got through is the queue's budget plus what sat in socket buffers.
-            assert delivered < TOTAL // 4 and gap_bytes == TOTAL - delivered
-
-            # The service counted those drops (stderr's too, and the watching client's).
-            stats = (await ctl.status())["stats"]
-            all_gaps = [e["params"] for e in events if e["method"] == "process.dropped"]
-            all_gaps += watch.dropped
-            counted = sum(d["to_offset"] - d["from_offset"] for d in all_gaps)
-            assert stats["dropped_bytes"] == counted
-            assert stats["dropped_events"] >= 1
-
-            # Every missed byte can be fetched with `output`: the whole stream hashes right.
-            h = hashlib.sha256()
-            for kind, a, b, got in tiles:
-                if got is not None:
-                    h.update(got)
-                    continue
-                off = a
-                while off < b:
-                    page = await ctl.output(task_id, "stdout", off, min(4 * MB, b - off))
-                    chunk = output_bytes(page)
-                    assert chunk and page["offset"] == off
-                    h.update(chunk)
-                    off += len(chunk)
-                assert off == b, kind
             assert h.hexdigest() == digest
         log.unlink()
 

@@ -1,0 +1,82 @@
+"""The task queue and its capacity accounting: which tasks wait, how many slots are taken.
+
+`TaskQueue` is the seam a shared queue (several hosts) plugs into; `LocalTaskQueue` is the
+in-memory FIFO of one engine, bounded by `max_concurrent_tasks` running and
+`max_queued_tasks` waiting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from typing import Generic, Protocol, TypeVar
+
+from cc_executor.protocol import ErrorCode, ProtocolError
+
+T = TypeVar("T")
+
+
+class TaskQueue(Protocol[T]):
+    """Capacity accounting and the FIFO of tasks waiting for a slot."""
+
+    running: int
+
+    def check_capacity(self) -> None:
+        """Raise CAPACITY_EXCEEDED if a new task could neither start nor wait."""
+
+    def admit(self, task: T) -> bool:
+        """A slot for `task` now (True), or put it at the back of the queue (False)."""
+
+    def release(self) -> None:
+        """A running task ended: its slot is free."""
+
+    def next_startable(self) -> T | None:
+        """The next waiting task, taking a slot for it, if a slot is free."""
+
+    def remove(self, task: T) -> bool:
+        """Take a waiting task out (cancelled before it started)."""
+
+    def __len__(self) -> int: ...
+
+
+class LocalTaskQueue(Generic[T]):
+    """One engine's FIFO, in memory."""
+
+    def __init__(self, max_running: int, max_waiting: int) -> None:
+        self.max_running = max_running
+        self.max_waiting = max_waiting
+        self.running = 0
+        self._waiting: deque[T] = deque()
+
+    def check_capacity(self) -> None:
+        if self.running >= self.max_running and len(self._waiting) >= self.max_waiting:
+            raise ProtocolError(
+                ErrorCode.CAPACITY_EXCEEDED,
+                f"{self.running} tasks running and {len(self._waiting)} queued: at capacity",
+                {"max_concurrent_tasks": self.max_running, "max_queued": self.max_waiting},
+            )
+
+    def admit(self, task: T) -> bool:
+        if self.running < self.max_running and not self._waiting:
+            self.running += 1
+            return True
+        self._waiting.append(task)
+        return False
+
+    def release(self) -> None:
+        self.running -= 1
+
+    def next_startable(self) -> T | None:
+        if self._waiting and self.running < self.max_running:
+            self.running += 1
+            return self._waiting.popleft()
+        return None
+
+    def remove(self, task: T) -> bool:
+        with contextlib.suppress(ValueError):
+            self._waiting.remove(task)
+            return True
+        return False
+
+    def __len__(self) -> int:
+        return len(self._waiting)
