@@ -31,6 +31,7 @@ from cc_executor.auth import ensure_token, token_matches
 from cc_executor.config import Settings
 from cc_executor.dashboard import asset_response, own_origins
 from cc_executor.engine import Event, Subscriber, SubscriberClosed
+from cc_executor.engine.events import holds_of_this_request
 from cc_executor.handlers import ROUTES, Conn
 from cc_executor.logs import setup_logging
 from cc_executor.runtime import build_runtime
@@ -209,30 +210,32 @@ class ExecutorService:
         # that sends requests without reading replies is stopped at _MAX_IN_FLIGHT
         # (reading pauses, TCP pushes back) instead of growing the service's memory.
         reply_queued = False
-        try:
-            items, is_batch = jsonrpc.parse(message)
-            replies: list[dict[str, Any]] = []
-            calls = []
-            for item in items:
-                if isinstance(item, dict):
-                    replies.append(item)
-                else:
-                    calls.append(jsonrpc.call(ROUTES, item, conn))
-            if len(calls) == 1:
-                r = await calls[0]
-                if r is not None:
-                    replies.append(r)
-            elif calls:
-                replies.extend(r for r in await asyncio.gather(*calls) if r is not None)
-            if replies:
-                body = replies if is_batch else replies[0]
-                conn.subscriber.push(_Reply(jsonrpc.encode(body), slot.release))
-                reply_queued = True
-        finally:
-            # The events of tasks this frame created follow its reply (see Subscriber.hold).
-            conn.subscriber.release_held()
-            if not reply_queued:
-                slot.release()
+        with holds_of_this_request() as held:
+            try:
+                items, is_batch = jsonrpc.parse(message)
+                replies: list[dict[str, Any]] = []
+                calls = []
+                for item in items:
+                    if isinstance(item, dict):
+                        replies.append(item)
+                    else:
+                        calls.append(jsonrpc.call(ROUTES, item, conn))
+                if len(calls) == 1:
+                    r = await calls[0]
+                    if r is not None:
+                        replies.append(r)
+                elif calls:
+                    replies.extend(r for r in await asyncio.gather(*calls) if r is not None)
+                if replies:
+                    body = replies if is_batch else replies[0]
+                    conn.subscriber.push(_Reply(jsonrpc.encode(body), slot.release))
+                    reply_queued = True
+            finally:
+                # The events of the tasks this frame created follow its reply, and only
+                # theirs: another frame's reply may still be on its way (Subscriber.hold).
+                conn.subscriber.release_held(held)
+                if not reply_queued:
+                    slot.release()
 
     async def _write_loop(self, ws: ServerConnection, sub: Subscriber) -> None:
         try:

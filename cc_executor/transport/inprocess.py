@@ -19,15 +19,13 @@ from typing import Any
 from cc_executor import jsonrpc
 from cc_executor.config import Settings
 from cc_executor.engine import CallbackSubscriber, DataDirLocked, Event
+from cc_executor.engine.events import holds_of_this_request
 from cc_executor.handlers import ROUTES, Conn
 from cc_executor.protocol import ErrorCode, Method, ProtocolError
 from cc_executor.runtime import Runtime, start_runtime
 from cc_executor.transport import NotificationSink
 
 log = logging.getLogger(__name__)
-
-_CREATE_TASKS = frozenset({Method.EXECUTE, Method.EXECUTE_CLAUDE})
-"""Methods whose tasks the engine holds for this connection until the reply is out."""
 
 
 class InProcessTransport:
@@ -37,8 +35,7 @@ class InProcessTransport:
     other engine holds. A task's notifications reach the sink only after its `execute`
     result has been handed back: the engine holds them (`Subscriber.hold`), and they are
     released once the caller has resumed with the result, as the service releases them
-    once the reply frame is queued. Calls that create tasks run one at a time, so the
-    release after one of them never lets out another's too early.
+    once the reply frame is queued; each call releases only the tasks it created.
     """
 
     name = "local"
@@ -56,7 +53,6 @@ class InProcessTransport:
         self.runtime: Runtime | None = None
         self._conn: Conn | None = None
         self._starting = asyncio.Lock()
-        self._creating = asyncio.Lock()
         self._ids = itertools.count(1)
         self._closed = False
 
@@ -108,30 +104,20 @@ class InProcessTransport:
             conn = self._conn
             assert conn is not None
         req = jsonrpc.Request(str(method), params if params is not None else {}, next(self._ids))
-        creates = method in _CREATE_TASKS
-        if creates:
-            await self._creating.acquire()
         loop = asyncio.get_running_loop()
-        try:
-            reply = await jsonrpc.call(ROUTES, req, conn)
-        finally:
-            # Run once the caller has resumed with the result: its next line may start
-            # following the new task, before any notification of it arrives.
-            loop.call_soon(self._handed_back, conn, creates)
+        with holds_of_this_request() as held:
+            try:
+                reply = await jsonrpc.call(ROUTES, req, conn)
+            finally:
+                # Run once the caller has resumed with the result: its next line may start
+                # following the new task, before any notification of it arrives.
+                loop.call_soon(conn.subscriber.release_held, held)
         assert reply is not None  # a request with an id always gets one
         if "error" in reply:
             err = reply["error"]
             raise ProtocolError(err["code"], err["message"], err.get("data"))
         result: dict[str, Any] = reply["result"]
         return result
-
-    def _handed_back(self, conn: Conn, creates: bool) -> None:
-        # While a task-creating call is under way, its tasks are held and only it may
-        # release them; any other call releases whatever is held (nothing, normally).
-        if creates or not self._creating.locked():
-            conn.subscriber.release_held()
-        if creates:
-            self._creating.release()
 
     def info(self) -> dict[str, Any]:
         runtime = self.runtime

@@ -70,3 +70,29 @@ async def test_a_batch_reply_comes_before_the_notifications_of_its_tasks(
             task_ids = {r["result"]["task_id"] for r in reply}
             frames = await _frames_until_completed(raw, task_ids)
             assert {f["params"]["task_id"] for f in frames} == task_ids
+
+
+async def test_pipelined_requests_each_reply_before_its_own_tasks_events(
+    service: ExecutorService,
+) -> None:
+    """Many `execute` frames in flight on one connection: a frame's reply releases only
+    the tasks that frame created, never another frame's whose reply is not out yet."""
+    async with raw_connect(service.url, service.token) as raw:
+        for _ in range(5):
+            reqs = [_execute("echo hi") for _ in range(20)]
+            for req in reqs:
+                await raw.send(req)
+            replied: dict[int, str] = {}
+            seen_tasks: set[str] = set()
+            completed: set[str] = set()
+            while len(replied) < len(reqs) or completed != set(replied.values()):
+                msg = await raw.recv()
+                if "id" in msg:
+                    replied[msg["id"]] = msg["result"]["task_id"]
+                    continue
+                task_id = msg["params"]["task_id"]
+                assert task_id in replied.values(), f"{msg['method']} came before its reply"
+                seen_tasks.add(task_id)
+                if msg["method"] == Notification.COMPLETED:
+                    completed.add(task_id)
+            assert seen_tasks == set(replied.values())
