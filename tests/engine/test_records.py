@@ -27,7 +27,11 @@ def reference_dict(rec: TaskRecord) -> dict[str, Any]:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
     max_leaves=8,
 )
@@ -41,12 +45,12 @@ records = st.builds(
     name=st.none() | st.text(),
     status=st.sampled_from(list(TaskStatus)),
     pid=st.none() | st.integers(1, 1 << 22),
-    start_ticks=st.none() | st.integers(0),
+    start_ticks=st.none() | st.integers(0, 2**63 - 1),
     created_at=st.floats(0, 2e9, allow_nan=False),
     started_at=optional_float,
     ended_at=optional_float,
     exit_code=st.none() | st.integers(-255, 255),
-    stdout_bytes=st.integers(0),
+    stdout_bytes=st.integers(0, 2**63 - 1),
     error=st.none() | st.text(),
     # Keys that shadow a field ("status", "pid") must not replace it.
     extra=st.dictionaries(
