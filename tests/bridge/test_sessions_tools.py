@@ -21,8 +21,8 @@ from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from cc_executor.server import ExecutorService
+from tests.support import live_members, wait_until
 
-from ..conftest import live_members, wait_until
 from .conftest import call, call_error, final, poll, read_all
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -358,7 +358,9 @@ async def test_long_waits_end_at_the_wait_limit(
 async def test_sessions_need_the_service_in_auto_mode_and_run_locally_in_local_mode(
     bridge_env: dict[str, str], bridge_log: Path, tmp_path: Path
 ) -> None:
-    from .conftest import bridge_in_task, free_port
+    from tests.support import free_port
+
+    from .conftest import bridge_in_task
 
     down = {**bridge_env, "CC_EXECUTOR_WEBSOCKET_URL": f"ws://127.0.0.1:{free_port()}/ws"}
     async with bridge_in_task(down, bridge_log) as bridge:
