@@ -18,10 +18,7 @@ from pydantic import ValidationError
 import cc_executor
 from cc_executor.api import EventCallback
 from cc_executor.config import Settings
-
-FAKE_CLAUDE = Path(__file__).parents[1] / "fake_claude" / "claude"
-sys.path.insert(0, str(Path(__file__).parents[1]))
-from conftest import live_members, wait_until  # noqa: E402
+from tests.support import FAKE_CLAUDE, live_members, wait_until, wait_until_sync
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -183,10 +180,6 @@ def test_ctrl_c_in_a_sync_caller_leaves_no_process(tmp_path: Path) -> None:
     assert proc.wait(timeout=30) == 130
     assert "interrupted" in rest
     assert not live_members(pgid)
-
-
-def wait_until_sync(pred: object, timeout: float = 10.0) -> bool:
-    return asyncio.run(wait_until(pred, timeout))  # type: ignore[arg-type]
 
 
 def test_bad_calls_raise_clear_errors() -> None:

@@ -28,8 +28,7 @@ from cc_executor.transport import (
 from mcp_bridge.bridge import Bridge, ToolFailure
 from mcp_bridge.sessions import SessionTools
 from mcp_bridge.settings import BridgeSettings
-
-from ..conftest import eventually
+from tests.support import eventually
 
 Handler = Callable[[Method, dict[str, Any]], Awaitable[dict[str, Any]]]
 

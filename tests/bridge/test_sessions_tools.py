@@ -21,8 +21,8 @@ from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from cc_executor.server import ExecutorService
+from tests.support import live_members, wait_until
 
-from ..conftest import live_members, wait_until
 from .conftest import call, call_error, final, poll, read_all
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -359,9 +359,9 @@ async def test_sessions_fall_back_with_the_tasks_and_stay_where_they_live(
     bridge_env: dict[str, str], bridge_log: Path, tmp_path: Path
 ) -> None:
     from cc_executor.config import Settings
+    from tests.support import FAKE_CLAUDE, free_port
 
-    from ..conftest import FAKE_CLAUDE
-    from .conftest import bridge_in_task, free_port
+    from .conftest import bridge_in_task
 
     port = free_port()
     down = {**bridge_env, "CC_EXECUTOR_WEBSOCKET_URL": f"ws://127.0.0.1:{port}/ws"}
@@ -419,7 +419,9 @@ async def test_sessions_fall_back_with_the_tasks_and_stay_where_they_live(
 async def test_sessions_need_the_service_in_websocket_mode_and_run_locally_in_local_mode(
     bridge_env: dict[str, str], bridge_log: Path, tmp_path: Path
 ) -> None:
-    from .conftest import bridge_in_task, free_port
+    from tests.support import free_port
+
+    from .conftest import bridge_in_task
 
     down = {
         **bridge_env,

@@ -28,7 +28,7 @@ from tests.claude.conftest import (
     run_claude,
     write_script,
 )
-from tests.conftest import FAKE_CLAUDE, live_members, wait_until
+from tests.support import FAKE_CLAUDE, live_members, wait_until
 
 pytestmark = pytest.mark.usefixtures("fake_claude_state")
 

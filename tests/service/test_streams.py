@@ -11,8 +11,8 @@ from typing import Any
 from cc_executor.client import ExecutorClient, output_bytes
 from cc_executor.protocol import Stream
 from cc_executor.server import ExecutorService
+from tests.support import live_members, wait_until
 
-from ..conftest import live_members, wait_until
 from .conftest import MakeService, raw_connect
 
 TEXT = ("aé€😀\n" * 40).encode()

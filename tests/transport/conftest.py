@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -11,12 +10,6 @@ from typing import Any
 import pytest
 
 from cc_executor.protocol import Notification
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Recorder:

@@ -12,8 +12,8 @@ from cc_executor.config import Settings
 from cc_executor.protocol import ErrorCode, Method, Notification, ProtocolError
 from cc_executor.server import ExecutorService
 from cc_executor.transport.inprocess import InProcessTransport
+from tests.support import live_members, wait_until
 
-from ..conftest import live_members, wait_until
 from .conftest import Recorder
 
 

@@ -11,9 +11,9 @@ from cc_executor.protocol import ErrorCode, Method, Notification, ProtocolError
 from cc_executor.server import ExecutorService
 from cc_executor.transport import CHANNEL_LOST, ServiceUnavailable
 from cc_executor.transport.websocket import WebSocketTransport
+from tests.support import eventually, free_port
 
-from ..conftest import eventually
-from .conftest import Recorder, free_port
+from .conftest import Recorder
 
 
 @pytest.fixture
