@@ -67,26 +67,8 @@ class TaskHandle:
         self._keep = keep
         self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self.last_line = ""
-        self.last_claude_event: dict[str, Any] | None = None
-        self.output_seen: dict[str, int] = {"stdout": 0, "stderr": 0}
-        self.dropped: list[dict[str, Any]] = []
 
     def _feed(self, method: str, params: dict[str, Any]) -> None:
-        if method == Notification.OUTPUT:
-            end = params["offset"] + len(output_bytes(params)) if self._keep else 0
-            stream = params["stream"]
-            if self._keep:
-                self.output_seen[stream] = max(self.output_seen[stream], end)
-            if stream == "stdout" or not self.last_line:
-                text = params["data"] if params.get("encoding") != "base64" else ""
-                lines = [ln for ln in text[-4096:].splitlines() if ln.strip()]
-                if lines:
-                    self.last_line = lines[-1][-500:]
-        elif method == Notification.CLAUDE_EVENT:
-            self.last_claude_event = params
-        elif method == Notification.DROPPED:
-            self.dropped.append(params)
         if self._keep:
             self._events.put_nowait({"method": method, "params": params})
         if method == Notification.COMPLETED:
