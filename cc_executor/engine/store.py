@@ -99,7 +99,7 @@ class SqliteTaskStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = SqliteThread(path, _SCHEMA, "cc-executor-store")
-        self._pending: dict[str, TaskRecord] = {}
+        self._pending: dict[str, tuple[str, float, str, bytes]] = {}
         self._timer: asyncio.TimerHandle | None = None
 
     @property
@@ -110,8 +110,9 @@ class SqliteTaskStore:
         await self._db.open()
 
     def save(self, record: TaskRecord) -> None:
-        """Save soon: the record as it is when the batch is written (its latest state)."""
-        self._pending[record.task_id] = record
+        """Save the record as it is now, written with the next batch (a later save of the
+        same task in the same batch replaces it)."""
+        self._pending[record.task_id] = record_to_row(record)
         if self._timer is None:
             try:
                 loop = asyncio.get_running_loop()
@@ -126,7 +127,7 @@ class SqliteTaskStore:
         if timer is not None:
             timer.cancel()
         if self._pending:
-            rows = [record_to_row(r) for r in self._pending.values()]
+            rows = list(self._pending.values())
             self._pending.clear()
             self._db.put_many(_UPSERT, rows)
 
