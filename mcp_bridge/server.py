@@ -29,8 +29,8 @@ from cc_executor.protocol import (
     ProtocolError,
     WorkspaceOptions,
 )
-from mcp_bridge.backend import Backend, make_backend
 from mcp_bridge.bridge import Bridge, failure
+from mcp_bridge.connect import Connect
 from mcp_bridge.params import params_of
 from mcp_bridge.prompt import cc_execute_prompt
 from mcp_bridge.results import JSON_OPTS as _JSON_OPTS
@@ -111,7 +111,7 @@ TaskId = Annotated[
 def register(mcp: MCPServer, bridge: Bridge, sessions: SessionTools | None = None) -> None:
     """Add the tools, resources and prompt of cc_executor to `mcp`."""
     s = bridge.settings
-    sessions = sessions or SessionTools(s, bridge.backend)
+    sessions = sessions or SessionTools(s, bridge.transport)
 
     @mcp.tool(title="Run a command", annotations=runs("Run a command"))
     @params_of(WorkspaceOptions)  # workspace, workspace_keep, base_ref: a worktree of its own
@@ -355,7 +355,7 @@ def register(mcp: MCPServer, bridge: Bridge, sessions: SessionTools | None = Non
             "websocket_url": s.websocket_url,
             "wait_timeout": s.wait_timeout,
             "max_output_chars": s.max_output_chars,
-            "backends": await _read(bridge.backend.info()),
+            "backends": await _read(bridge.info()),
             "sessions": await sessions.counts(),
         }
         return _json(info)
@@ -418,12 +418,12 @@ def register(mcp: MCPServer, bridge: Bridge, sessions: SessionTools | None = Non
 
 
 def build_server(
-    settings: BridgeSettings | None = None, backend: Backend | None = None
+    settings: BridgeSettings | None = None, connect: Connect | None = None
 ) -> MCPServer:
-    """The MCP server, ready to run; its backend connects on first use."""
+    """The MCP server, ready to run; its transport connects on first use."""
     settings = settings or BridgeSettings()
-    bridge = Bridge(settings, backend or make_backend(settings))
-    sessions = SessionTools(settings, bridge.backend)
+    bridge = Bridge(settings, connect)
+    sessions = SessionTools(settings, bridge.transport)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[dict[str, Any]]:

@@ -15,9 +15,10 @@ from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
-from cc_executor.protocol import PARAMS, Method
-from mcp_bridge.backend import ServiceUnavailable
-from mcp_bridge.bridge import Bridge, ToolFailure
+from cc_executor.protocol import PARAMS, ErrorCode, Method
+from cc_executor.transport import ServiceUnavailable
+from mcp_bridge.bridge import Bridge
+from mcp_bridge.failures import ToolFailure
 from mcp_bridge.results import guard, reads
 
 TaskOwner = Annotated[
@@ -41,15 +42,15 @@ SessionOwner = Annotated[
 def register_workspaces(mcp: MCPServer, bridge: Bridge) -> None:
     """Add the workspace tools to `mcp`."""
 
-    async def call(method: str, params: dict[str, Any], idempotent: bool) -> dict[str, Any]:
+    async def call(method: Method, params: dict[str, Any]) -> dict[str, Any]:
         params = {k: v for k, v in params.items() if v is not None}
         PARAMS[method].model_validate(params)  # a clear message before anything is sent
         try:
-            return await bridge.backend.call(method, params, idempotent=idempotent)
+            return await bridge.call(method, params)
         except ServiceUnavailable as exc:
             raise ToolFailure(
-                f"workspaces live in the cc-executor service, which is unreachable ({exc})",
-                -32000,
+                f"the cc-executor service, which holds the workspaces, is unreachable ({exc})",
+                ErrorCode.SERVICE_UNAVAILABLE,
             ) from exc
 
     @mcp.tool(title="List workspaces", annotations=reads("List workspaces"))
@@ -67,7 +68,7 @@ def register_workspaces(mcp: MCPServer, bridge: Bridge) -> None:
         uncommitted}], files_changed, uncommitted, changed. A worktree whose task was lost
         in a crash is listed too (task_status "lost"): remove it with remove_workspace.
         """
-        return await guard(call(Method.WORKSPACE_LIST, {"include_removed": include_removed}, True))
+        return await guard(call(Method.WORKSPACE_LIST, {"include_removed": include_removed}))
 
     @mcp.tool(title="Read a workspace's diff", annotations=reads("Read a workspace's diff"))
     async def get_workspace_diff(
@@ -91,7 +92,7 @@ def register_workspaces(mcp: MCPServer, bridge: Bridge) -> None:
         """
         params = {"task_id": task_id, "session_id": session_id, "offset": offset}
         params["limit"] = limit or bridge.settings.max_output_chars
-        return await guard(call(Method.WORKSPACE_DIFF, params, True))
+        return await guard(call(Method.WORKSPACE_DIFF, params))
 
     remove_title = "Remove a workspace"
 
@@ -124,4 +125,4 @@ def register_workspaces(mcp: MCPServer, bridge: Bridge) -> None:
         delete_branch. Returns removed, branch, branch_deleted and a message.
         """
         params = {"task_id": task_id, "session_id": session_id, "delete_branch": delete_branch}
-        return await guard(call(Method.WORKSPACE_REMOVE, params, False))
+        return await guard(call(Method.WORKSPACE_REMOVE, params))

@@ -19,11 +19,9 @@ import asyncio
 import contextlib
 import logging
 import time
-import weakref
 from collections import Counter
 from typing import Any
 
-from cc_executor.claude.runner import claude_spec
 from cc_executor.config import Settings
 from cc_executor.engine import Engine, Event
 from cc_executor.protocol import (
@@ -48,19 +46,12 @@ from cc_executor.sessions.records import (
 from cc_executor.sessions.store import SessionStore, SqliteSessionStore
 from cc_executor.sessions.temp import spawn_temp
 from cc_executor.sessions.turns import TurnHandle, TurnQueues, apply_record, turn_params
-from cc_executor.tasks import check_cwd
+from cc_executor.tasks import check_cwd, spec_for
 
 log = logging.getLogger(__name__)
 
 WATCH_DEFAULT_MAX_TURNS = 10
 """Continuations watch mode sends when `max_turns` is not given: never unbounded."""
-
-_MANAGERS: weakref.WeakKeyDictionary[Engine, SessionManager] = weakref.WeakKeyDictionary()
-
-
-def manager_for(engine: Engine) -> SessionManager | None:
-    """The started SessionManager driving this engine, if any (how handlers find it)."""
-    return _MANAGERS.get(engine)
 
 
 def message_prompt(sender: Session, message: str) -> str:
@@ -116,7 +107,6 @@ class SessionManager:
                 s.status = "idle"
                 self.store.save_session(s)
         self._started = True
-        _MANAGERS[self.engine] = self
 
     async def stop(self) -> None:
         """Cancel running turns (their groups end), drop queued ones, close the store."""
@@ -124,8 +114,6 @@ class SessionManager:
             return
         self._closing = True
         await self.turns.stop()
-        if _MANAGERS.get(self.engine) is self:
-            del _MANAGERS[self.engine]
         if self._started:
             await self.store.flush()
             await self.store.close()
@@ -247,7 +235,7 @@ class SessionManager:
             continuation_prompt=p.continuation_prompt,
             turn_timeout=p.turn_timeout,
         )
-        claude_spec(turn_params(s, "check", 1), self.settings)  # allow-list and argv, now
+        spec_for(turn_params(s, "check", 1), self.settings)  # allow-list and argv, now
         if p.workspace == "worktree":  # one worktree for all its turns (docs/workspaces.md)
             ws = await self.engine.workspaces.create(
                 "session",

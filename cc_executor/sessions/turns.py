@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cc_executor.claude.runner import claude_spec
 from cc_executor.config import Settings
 from cc_executor.engine import Engine, TaskRecord
 from cc_executor.protocol import (
@@ -38,7 +37,7 @@ from cc_executor.sessions.records import (
     TurnKind,
 )
 from cc_executor.sessions.store import SessionStore
-from cc_executor.tasks import command_spec
+from cc_executor.tasks import spec_for
 
 log = logging.getLogger(__name__)
 
@@ -215,10 +214,10 @@ class TurnQueues:
         try:
             if t.command is not None:  # a temp session's plain command
                 params = ExecuteParams(command=t.command, cwd=s.run_dir, timeout=s.turn_timeout)
-                spec = command_spec(params, self.settings)
+                spec = spec_for(params, self.settings)
                 spec.name = f"temp session {s.session_id}"
             else:
-                spec = claude_spec(turn_params(s, t.prompt, t.turn), self.settings)
+                spec = spec_for(turn_params(s, t.prompt, t.turn), self.settings)
             spec.extra.update({"session_id": s.session_id, "session_turn": t.turn})
             if s.workspace:  # the turn's record gains what the session's worktree changed
                 spec.extra["workspace"] = dict(s.workspace)

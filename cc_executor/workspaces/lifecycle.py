@@ -125,8 +125,9 @@ def check_location(path: Path, src: Source, configured: bool) -> None:
 
 
 async def add_worktree(git: Git, ws: Workspace, src: Source) -> None:
-    """`git worktree add -b <branch> -- <path> <base_commit>`: branch and worktree at once."""
-    await asyncio.to_thread(Path(ws.path).parent.mkdir, parents=True, exist_ok=True)
+    """`git worktree add -b <branch> -- <path> <base_commit>`: branch and worktree at once.
+    The directory they go in is 0700: the user's code is theirs alone, as the data dir is."""
+    await asyncio.to_thread(Path(ws.path).parent.mkdir, mode=0o700, parents=True, exist_ok=True)
     res = await git.run_locked(
         ["worktree", "add", "--quiet", "-b", ws.branch, "--", ws.path, ws.base_commit],
         src.toplevel,

@@ -4,7 +4,8 @@ A workspace belongs to a task or to a session and is named by its owner's id. It
 written before its worktree is created (state `creating`) and rewritten at each change, by
 a temporary file and a rename, so after a crash every worktree the service may have made
 is listed, and can be removed, whatever state its owner was left in. A removed worktree's
-record stays (its diff, saved at removal, beside it as `<id>.diff`).
+record stays (its diff, saved at removal, beside it as `<id>.diff`). Like everything in the
+data dir, they are the user's alone: the directory 0700, the files 0600.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from cc_executor.engine.datadir import private_dir
 from cc_executor.protocol import WorkspaceKeep
 
 Owner = Literal["task", "session"]
@@ -92,13 +94,17 @@ class Registry:
 
     def save(self, ws: Workspace) -> None:
         """Write the record durably (a temporary file renamed over the old one)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
         path = self._file(ws.id)
+        self._write(path, json.dumps(ws.to_dict()).encode(), durable=True)
+
+    def _write(self, path: Path, data: bytes, durable: bool = False) -> None:
+        private_dir(self.dir)
         tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(ws.to_dict(), f)
-            f.flush()
-            os.fsync(f.fileno())
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+            f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
 
     def get(self, ws_id: str) -> Workspace | None:
@@ -129,10 +135,7 @@ class Registry:
                 self._file(ws_id, suffix).unlink()
 
     def save_diff(self, ws_id: str, diff: bytes) -> None:
-        path = self._file(ws_id, ".diff")
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(diff)
-        os.replace(tmp, path)
+        self._write(self._file(ws_id, ".diff"), diff)
 
     def saved_diff(self, ws_id: str) -> bytes:
         """The diff saved when the worktree was removed (empty if it changed nothing)."""

@@ -22,7 +22,7 @@ from cc_executor.client import ExecutorClient
 from cc_executor.dashboard import CSP
 from cc_executor.protocol import Action, Method, Notification, TaskStatus
 from cc_executor.server import ExecutorService
-from tests.conftest import live_members
+from tests.support import live_members
 
 CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")
 HAVE_CHROMIUM = CHROMIUM.exists()
@@ -356,6 +356,6 @@ async def test_listen_sends_every_tasks_lifecycle_and_stops_on_disconnect(
 
 
 async def _eventually_no_listeners(service: ExecutorService) -> bool:
-    from tests.conftest import wait_until
+    from tests.support import wait_until
 
     return await wait_until(lambda: not service.engine.listeners)

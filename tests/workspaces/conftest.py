@@ -56,6 +56,10 @@ def gone(path: Path | str) -> bool:
     return not Path(path).exists()
 
 
+def mode_of(path: Path | str) -> int:
+    return Path(path).stat().st_mode & 0o777
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """A repository with two commits: README.md and src/app.py."""

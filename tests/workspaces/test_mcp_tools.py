@@ -15,7 +15,7 @@ from mcp.client import Client
 from cc_executor.config import Settings
 from cc_executor.server import ExecutorService
 from tests.bridge.conftest import bridge_in_task, call, call_error
-from tests.conftest import FAKE_CLAUDE
+from tests.support import FAKE_CLAUDE
 from tests.workspaces.conftest import ccx_branches, git, git_bytes, worktrees
 
 AGENTS = ("api", "ui", "docs")

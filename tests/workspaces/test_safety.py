@@ -18,7 +18,7 @@ from cc_executor.config import Settings
 from cc_executor.engine import Engine
 from cc_executor.protocol import ErrorCode, Method, ProtocolError
 from cc_executor.server import ExecutorService
-from tests.conftest import pid_alive, wait_until
+from tests.support import pid_alive, wait_until
 from tests.workspaces.conftest import assert_clean, ccx_branches, git, gone, worktrees
 
 

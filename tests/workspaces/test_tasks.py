@@ -9,7 +9,15 @@ from pathlib import Path
 from cc_executor.client import ExecutorClient, TaskHandle
 from cc_executor.config import Settings
 from cc_executor.protocol import Method
-from tests.workspaces.conftest import ccx_branches, files_in, git, git_bytes, gone, worktrees
+from tests.workspaces.conftest import (
+    ccx_branches,
+    files_in,
+    git,
+    git_bytes,
+    gone,
+    mode_of,
+    worktrees,
+)
 
 
 async def _finish(client: ExecutorClient, handle: TaskHandle) -> dict:
@@ -55,6 +63,10 @@ async def test_two_claude_tasks_at_once_each_in_its_own_worktree(
     assert git(repo, "status", "--porcelain") == ""
     assert sorted(ccx_branches(repo)) == ["ccx/agent-a", "ccx/agent-b"]
     assert len(worktrees(repo)) == 3
+    # The user's code and the records are theirs alone, like the rest of the data dir.
+    assert mode_of(settings.data_dir / "worktrees") == 0o700
+    assert mode_of(settings.data_dir / "workspaces") == 0o700
+    assert mode_of(settings.data_dir / "workspaces" / f"{a.task_id}.json") == 0o600
 
     diff = await client.call(Method.WORKSPACE_DIFF, {"task_id": a.task_id})
     assert "+notes/a.txt written by fake claude" in diff["data"]
