@@ -2,7 +2,11 @@
 
 Method names, their params (pydantic models: schema and validation), notification names,
 task statuses and application error codes. The service, the Python client, the CLI and the
-MCP bridge all import from here; docs/protocol.md documents the same names.
+MCP bridge all import from here; the dashboard reads the names as `GET /protocol.json`
+(`protocol_description()`); docs/protocol.md documents the same names (tests/test_protocol.py
+checks both). `ClaudeOptions` declares each Claude option once for `execute_claude`,
+`session.create`, the MCP tools and the CLI; `WorkspaceOptions` does the same for where a
+task runs (its cwd, or a git worktree of its own).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from cc_executor.gitnames import BRANCH_PREFIX, branch_name_problem, ref_problem
 
 PROTOCOL_VERSION = "1"
 
@@ -41,6 +47,9 @@ class Method(StrEnum):
     SESSION_KILL = "session.kill"
     SESSION_SPAWN_TEMP = "session.spawn_temp"
     SESSION_COORDINATE = "session.coordinate"
+    WORKSPACE_LIST = "workspace.list"
+    WORKSPACE_DIFF = "workspace.diff"
+    WORKSPACE_REMOVE = "workspace.remove"
 
 
 class Notification(StrEnum):
@@ -112,6 +121,7 @@ class ErrorCode(IntEnum):
     MESSAGE_TOO_LARGE = -32008
     OUTPUT_UNAVAILABLE = -32009
     SESSION_NOT_FOUND = -32010
+    WORKSPACE_FAILED = -32011  # git could not create or remove a worktree (data: git's words)
 
 
 class ProtocolError(Exception):
@@ -136,7 +146,68 @@ _Strict = ConfigDict(extra="forbid")
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
 
-class ExecuteParams(BaseModel):
+# --------------------------------------------------------------------------- workspaces
+# A task (or a session, for all its turns) may run in a git worktree of its own, on a new
+# branch `ccx/<name or id>` (docs/workspaces.md). The names reach git's argv, so they are
+# checked where the request is parsed (`gitnames`): a clear error before anything runs.
+
+WorkspaceMode = Literal["cwd", "worktree"]
+WorkspaceKeep = Literal["always", "on_change", "never"]
+
+
+class WorkspaceOptions(BaseModel):
+    """Where a task runs: in `cwd` itself, or in a git worktree of the repository holding
+    it, on a branch of its own. Shared by `execute`, `execute_claude` and `session.create`
+    (a session keeps one worktree for all its turns)."""
+
+    model_config = _Strict
+
+    workspace: WorkspaceMode = Field(
+        default="cwd",
+        description='"cwd" (default): run in cwd. "worktree": run in a new git worktree of the '
+        "repository holding cwd, on a new branch ccx/<name or id> from HEAD (or base_ref), so "
+        "parallel agents never edit the same files; the record gains what changed.",
+    )
+    workspace_keep: WorkspaceKeep = Field(
+        default="on_change",
+        description='With workspace "worktree", when it ends: "on_change" (default) removes a '
+        'worktree that changed nothing, "always" keeps it, "never" removes it (a branch '
+        "holding commits is never deleted).",
+    )
+    base_ref: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description='With workspace "worktree": the commit to branch from (a branch, tag or '
+        "commit id; default HEAD).",
+    )
+
+    @field_validator("base_ref")
+    @classmethod
+    def _one_commit(cls, v: str | None) -> str | None:
+        problem = None if v is None else ref_problem(v)
+        if problem:
+            raise ValueError(f"base_ref {v!r} cannot be used: {problem}")
+        return v
+
+    @model_validator(mode="after")
+    def _worktree_options(self) -> WorkspaceOptions:
+        if self.workspace != "worktree":
+            if self.base_ref is not None:
+                raise ValueError('base_ref needs workspace "worktree"')
+            if self.workspace_keep != "on_change":  # the default says nothing: allowed
+                raise ValueError('workspace_keep needs workspace "worktree"')
+            return self
+        name = getattr(self, "name", None)  # the branch is ccx/<name>
+        problem = None if name is None else branch_name_problem(name)
+        if problem:
+            raise ValueError(
+                f"name {name!r} cannot name the branch {BRANCH_PREFIX}{name}: {problem}"
+            )
+        return self
+
+
+class ExecuteParams(WorkspaceOptions):
     """`execute`: run a command. A string goes through the configured shell; a list is exec'd."""
 
     model_config = _Strict
@@ -166,48 +237,69 @@ PermissionMode = Literal["default", "acceptEdits", "bypassPermissions", "plan", 
 
 
 class ClaudeOptions(BaseModel):
-    """How a `claude -p` run behaves: shared by `execute_claude`, `session.create`, the MCP
-    tools and the CLI, so each option is declared (and described) once."""
+    """How a `claude -p` run behaves: shared by `execute_claude`, `session.create` (for every
+    turn), the MCP tools and the CLI, so each option is declared and described once. The
+    descriptions are what agents (MCP schemas) and people (`--help`) read."""
 
     model_config = _Strict
 
-    model: str | None = Field(default=None, description="Model alias or name.")
+    model: str | None = Field(default=None, description="Model alias (e.g. sonnet) or full name.")
     allowed_tools: list[str] | None = Field(
         default=None,
-        description="Tools it may use without asking, e.g. ['Read', 'Edit', 'Bash'].",
+        description="Tools it may use without asking, e.g. Read, Edit, Bash(git log:*), "
+        "mcp__cc_executor. In a headless run a tool that needs a permission prompt is denied.",
     )
     disallowed_tools: list[str] | None = Field(default=None, description="Tools it must not use.")
     permission_mode: PermissionMode | None = Field(
-        default=None, description="Permission mode of the run."
+        default=None, description="Permission mode (claude --permission-mode)."
     )
     skip_permissions: bool = Field(
-        default=False, description="--dangerously-skip-permissions: no permission checks."
+        default=False, description="--dangerously-skip-permissions: no permission checks at all."
     )
-    max_turns: int | None = Field(default=None, ge=1, description="Stop after N turns.")
+    max_turns: int | None = Field(
+        default=None, ge=1, description="Stop after this many agentic turns (claude --max-turns)."
+    )
     max_budget_usd: float | None = Field(
         default=None, gt=0, description="Stop once a run has cost this much (USD)."
     )
     mcp_config: str | dict[str, Any] | None = Field(
         default=None,
-        description="MCP servers for the run: a JSON string, a path, or an object.",
+        description="MCP servers for the run: a JSON string, a file path, or an object.",
     )
     append_system_prompt: str | None = Field(
-        default=None, description="Text appended to its system prompt."
+        default=None, description="Text appended to its system prompt (e.g. its role)."
     )
-    add_dirs: list[str] | None = Field(default=None, description="More directories it may access.")
+    add_dirs: list[str] | None = Field(
+        default=None, description="More directories it may access besides its working directory."
+    )
 
 
-class ExecuteClaudeParams(ClaudeOptions):
+CLAUDE_OPTIONS = frozenset(ClaudeOptions.model_fields)
+"""The names of the Claude options."""
+
+
+class ExecuteClaudeParams(ClaudeOptions, WorkspaceOptions):
     """`execute_claude`: run a fresh `claude -p` with argv built by the service."""
 
-    prompt: str = Field(min_length=1)
-    resume: str | None = None
-    fork_session: bool = False
-    cwd: str | None = None
-    env: dict[str, str] | None = None
-    timeout: PositiveSeconds | None = None
-    idle_timeout: PositiveSeconds | None = None
-    name: str | None = Field(default=None, max_length=256)
+    prompt: str = Field(
+        min_length=1, description="The whole task for the fresh instance (its last argument)."
+    )
+    resume: str | None = Field(
+        default=None,
+        description="A claude_session_id from an earlier run: continue that conversation.",
+    )
+    fork_session: bool = Field(
+        default=False, description="With resume: continue in a new session (a branch)."
+    )
+    cwd: str | None = Field(default=None, description="Working directory (must exist).")
+    env: dict[str, str] | None = Field(default=None, description="Extra environment variables.")
+    timeout: PositiveSeconds | None = Field(
+        default=None, description="Wall-clock limit in seconds (then timed_out)."
+    )
+    idle_timeout: PositiveSeconds | None = Field(
+        default=None, description="End it after this many seconds without output."
+    )
+    name: str | None = Field(default=None, max_length=256, description="A label shown in listings.")
 
     @model_validator(mode="after")
     def _fork_needs_resume(self) -> ExecuteClaudeParams:
@@ -288,25 +380,55 @@ class ListenParams(BaseModel):
 # it (docs/sessions.md). `session_id` params also accept a session's unique active name.
 
 
-class SessionCreateParams(BaseModel):
-    """`session.create`: a new session in an existing working directory."""
+class SessionCreateParams(ClaudeOptions, WorkspaceOptions):
+    """`session.create`: a new session in an existing working directory.
 
-    model_config = _Strict
+    Its Claude options (`ClaudeOptions`) apply to every turn, but one name means something
+    else here: `max_turns` is watch mode's limit (the design notes' name), so each turn's
+    `claude --max-turns` is `turn_max_turns`. `claude_options()` gives a turn's options.
+    """
 
-    working_dir: str = Field(min_length=1)
-    name: str | None = Field(default=None, min_length=1, max_length=128)
-    model: str | None = None
-    allowed_tools: list[str] | None = None
-    disallowed_tools: list[str] | None = None
-    permission_mode: PermissionMode | None = None
-    skip_permissions: bool = False
-    append_system_prompt: str | None = None
-    mcp_config: str | dict[str, Any] | None = None
-    watch_mode: bool = False
-    max_turns: int | None = Field(default=None, ge=1)
-    continuation_prompt: str = Field(default="continue", min_length=1)
-    turn_timeout: PositiveSeconds | None = None
-    prompt: str | None = Field(default=None, min_length=1)
+    working_dir: str = Field(
+        min_length=1, description="An existing directory the session works in; ~ works."
+    )
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="A unique name among active sessions (e.g. 'backend'), usable wherever "
+        "a session_id is.",
+    )
+    watch_mode: bool = Field(
+        default=False,
+        description="After each completed turn, send continuation_prompt as a new turn, up "
+        "to max_turns times (default 10): the session keeps working alone.",
+    )
+    max_turns: int | None = Field(  # the same type as ClaudeOptions.max_turns, another meaning
+        default=None,
+        ge=1,
+        description="Watch mode: at most this many continuation turns (default 10).",
+    )
+    turn_max_turns: int | None = Field(
+        default=None,
+        ge=1,
+        description="Each turn stops after this many agentic turns (claude --max-turns).",
+    )
+    continuation_prompt: str = Field(
+        default="continue",
+        min_length=1,
+        description="Watch mode: the prompt of each continuation.",
+    )
+    turn_timeout: PositiveSeconds | None = Field(
+        default=None, description="Wall-clock limit in seconds of each turn (then timed_out)."
+    )
+    prompt: str | None = Field(
+        default=None, min_length=1, description="Send this as the first turn right away."
+    )
+
+    def claude_options(self) -> ClaudeOptions:
+        """The Claude options of each turn (`turn_max_turns` as its `max_turns`)."""
+        given = self.model_dump(include=set(CLAUDE_OPTIONS - {"max_turns"}), exclude_unset=True)
+        return ClaudeOptions(**given, max_turns=self.turn_max_turns)
 
 
 class SessionRef(BaseModel):
@@ -373,6 +495,62 @@ class SessionCoordinateParams(BaseModel):
     cancel_on_timeout: bool = False
 
 
+# --------------------------------------------------------------------------- workspace params
+
+
+class WorkspaceListParams(BaseModel):
+    """`workspace.list`: the worktrees of tasks and sessions, newest first."""
+
+    model_config = _Strict
+
+    include_removed: bool = Field(
+        default=False, description="Also list workspaces whose worktree was removed."
+    )
+
+
+class WorkspaceRef(BaseModel):
+    """One workspace, by its owner: a task (or a session turn's task) or a session."""
+
+    model_config = _Strict
+
+    task_id: str | None = Field(
+        default=None,
+        min_length=1,
+        description="A task that ran in a worktree (a session turn's task names its session's).",
+    )
+    session_id: str | None = Field(
+        default=None,
+        min_length=1,
+        description="A session created with workspace worktree (its id or active name).",
+    )
+
+    @model_validator(mode="after")
+    def _one_owner(self) -> WorkspaceRef:
+        if (self.task_id is None) == (self.session_id is None):
+            raise ValueError("give exactly one of task_id or session_id")
+        return self
+
+
+class WorkspaceDiffParams(WorkspaceRef):
+    """`workspace.diff`: a byte range of the unified diff of everything the workspace changed
+    against its base commit (commits and uncommitted files), paged like `output`."""
+
+    offset: int = Field(default=0, ge=0, description="Byte offset into the diff.")
+    limit: int = Field(
+        default=1024 * 1024, ge=0, le=16 * 1024 * 1024, description="Bytes to return at most."
+    )
+
+
+class WorkspaceRemoveParams(WorkspaceRef):
+    """`workspace.remove`: remove a worktree whose task or session has ended."""
+
+    delete_branch: bool = Field(
+        default=False,
+        description="Also delete its branch when it holds commits (without this, a branch "
+        "with commits is kept; one without is deleted with its worktree).",
+    )
+
+
 PARAMS: dict[str, type[BaseModel]] = {
     Method.EXECUTE: ExecuteParams,
     Method.EXECUTE_CLAUDE: ExecuteClaudeParams,
@@ -392,5 +570,24 @@ PARAMS: dict[str, type[BaseModel]] = {
     Method.SESSION_KILL: SessionRef,
     Method.SESSION_SPAWN_TEMP: SessionSpawnTempParams,
     Method.SESSION_COORDINATE: SessionCoordinateParams,
+    Method.WORKSPACE_LIST: WorkspaceListParams,
+    Method.WORKSPACE_DIFF: WorkspaceDiffParams,
+    Method.WORKSPACE_REMOVE: WorkspaceRemoveParams,
 }
 """Every method and its params model. A method's handler lives in `cc_executor.handlers`."""
+
+
+def protocol_description() -> dict[str, Any]:
+    """The contract's names as data, served as `GET /protocol.json`: a client that cannot
+    import this module (the dashboard's JavaScript) reads every method, notification,
+    error code, status and action from it instead of spelling them itself."""
+    return {
+        "version": PROTOCOL_VERSION,
+        "methods": {m.name: m.value for m in Method},
+        "notifications": {n.name: n.value for n in Notification},
+        "error_codes": {e.name: e.value for e in ErrorCode},
+        "task_statuses": {s.name: s.value for s in TaskStatus},
+        "final_statuses": [s.value for s in TaskStatus if s.is_final],
+        "actions": {a.name: a.value for a in Action},
+        "streams": {s.name: s.value for s in Stream},
+    }

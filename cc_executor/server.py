@@ -36,11 +36,12 @@ from cc_executor import __version__, door, jsonrpc
 from cc_executor.auth import ensure_token, token_matches
 from cc_executor.config import Settings
 from cc_executor.dashboard import asset_response, own_origins
-from cc_executor.engine import Engine, Event, Subscriber, SubscriberClosed, build_engine, reaper
+from cc_executor.engine import Event, Subscriber, SubscriberClosed, reaper
+from cc_executor.engine.events import holds_of_this_request
 from cc_executor.handlers import ROUTES, Conn
 from cc_executor.logs import setup_logging
 from cc_executor.protocol import ErrorCode, Method, OutputParams, ProtocolError
-from cc_executor.sessions import SessionManager
+from cc_executor.runtime import build_runtime
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +65,11 @@ def _json_response(status: HTTPStatus, body: dict[str, Any]) -> Response:
 class ExecutorService:
     """The engine plus its WebSocket front door."""
 
-    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.engine = engine or build_engine(settings)
-        self.sessions = SessionManager(self.engine, settings)
+        self.runtime = build_runtime(settings)
+        self.engine = self.runtime.engine
+        self.sessions = self.runtime.sessions
         self.token = ""
         self._server: Server | None = None
         self._connections = 0
@@ -199,7 +201,7 @@ class ExecutorService:
         self._per_client[client] += 1
         sub = Subscriber(self.settings.subscriber_queue_bytes)
         sub.hold_new_tasks = True  # a task's events follow the reply that names it
-        conn = Conn(self.engine, self.settings, sub, peer=client)
+        conn = Conn(self.engine, self.settings, sub, peer=client, sessions=self.sessions)
         writer = asyncio.create_task(self._write_loop(ws, sub))
         limit = self.settings.max_requests_in_flight
         in_flight = asyncio.Semaphore(limit)
@@ -237,20 +239,22 @@ class ExecutorService:
         # The slots (and reply bytes) are held until the reply has gone out, not just been
         # queued: a client that sends requests without reading replies is stopped there.
         reply_queued = False
-        try:
-            parts = await asyncio.gather(
-                *(self._serve_item(conn, frame, i, item) for i, item in enumerate(frame.items))
-            )
-            encoded = [p for p in parts if p is not None]
-            if encoded:
-                data = jsonrpc.encode_frame(encoded, frame.is_batch)
-                conn.subscriber.push(_Reply(data, frame.release))
-                reply_queued = True
-        finally:
-            # The events of tasks this frame created follow its reply (see Subscriber.hold).
-            conn.subscriber.release_held()
-            if not reply_queued:
-                frame.release()
+        with holds_of_this_request() as held:
+            try:
+                parts = await asyncio.gather(
+                    *(self._serve_item(conn, frame, i, item) for i, item in enumerate(frame.items))
+                )
+                encoded = [p for p in parts if p is not None]
+                if encoded:
+                    data = jsonrpc.encode_frame(encoded, frame.is_batch)
+                    conn.subscriber.push(_Reply(data, frame.release))
+                    reply_queued = True
+            finally:
+                # The events of the tasks this frame created follow its reply, and only
+                # theirs: another frame's reply may still be on its way (Subscriber.hold).
+                conn.subscriber.release_held(held)
+                if not reply_queued:
+                    frame.release()
 
     async def _serve_item(
         self, conn: Conn, frame: _Frame, index: int, item: jsonrpc.Request | dict[str, Any]

@@ -26,9 +26,10 @@ from typing import Any
 import pytest
 
 from cc_executor.client import ExecutorClient, TaskHandle
+from tests.support import ServiceProcess, wait_until
 
 from .conftest import MakeSvc
-from .support import PY, REPORT, Service, child, leftovers, marked_processes, wait_for
+from .support import PY, REPORT, child, leftovers, marked_processes
 
 pytestmark = pytest.mark.stress
 
@@ -65,7 +66,7 @@ async def _escaped(
     """Start an `escape` task; return it and its escapees' pids, once they all run."""
     os.mkdir(d)
     h = await c.execute(child("escape", d, mode), env={"CC_STRESS_MARK": mark}, **kw)
-    await wait_for(lambda: all((d / k).exists() for k in KINDS), 30, "the escapees")
+    await wait_until(lambda: all((d / k).exists() for k in KINDS), 30, "the escapees")
     pids = _pids(d)
     # Really out of the task's group: a killpg of it would not reach them.
     assert all(_pgid(p) not in (h.pid, -1) for p in pids.values()), pids
@@ -99,7 +100,7 @@ async def test_escapees_end_with_their_task(make_svc: MakeSvc, tmp_path: Path, m
         assert done["status"] == "completed" and done["exit_code"] == 0
         assert not _alive(pids), f"alive when the task completed: {_alive(pids)}"
     # And reaped: the service is their subreaper, no zombie stays behind.
-    await wait_for(lambda: all(_state(p) == "X" for p in every), 10, "the escapees reaped")
+    await wait_until(lambda: all(_state(p) == "X" for p in every), 10, "the escapees reaped")
     left = await leftovers(mark, [])
     row.tasks = 3
     row.leftovers = len(left)
@@ -143,10 +144,11 @@ async def test_escapees_end_with_the_service(make_svc: MakeSvc, tmp_path: Path, 
 # ------------------------------------------------------------------ PID 1
 
 
-class Pid1Service(Service):
+class Pid1Service(ServiceProcess):
     """The service as PID 1 of its own pid namespace (a container without an init)."""
 
     def spawn(self) -> None:
+        assert not self.alive(), "the service is already running"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         argv = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"]
         argv += [PY, "-m", "cc_executor.server", "--port", str(self.port)]
@@ -207,9 +209,9 @@ async def test_as_pid_1_orphans_are_reaped_and_exit_codes_kept(tmp_path: Path, m
             os.mkdir(d)
             script = f"(sh -c 'echo $$ > {d}/pid.tmp; mv {d}/pid.tmp {d}/pid; exec sleep 0.1' &)"
             h = await c.execute(["sh", "-c", f"{script}; sleep 30"], env={"CC_STRESS_MARK": mark})
-            await wait_for(lambda: (d / "pid").exists(), 30, "the orphan")
+            await wait_until(lambda: (d / "pid").exists(), 30, "the orphan")
             # Its pid inside the namespace is not ours to see: find it as PID 1's child.
-            await wait_for(lambda: not _zombie_children(host), 10, "PID 1 reaping its zombie")
+            await wait_until(lambda: not _zombie_children(host), 10, "PID 1 reaping its zombie")
             assert (await c.status(h.task_id))["status"] == "running"
             assert (await c.control(h.task_id, "CANCEL"))["status"] == "cancelled"
             # Many exits at once: each task keeps its own exit code (none reaped by mistake).
@@ -226,11 +228,11 @@ async def test_as_pid_1_orphans_are_reaped_and_exit_codes_kept(tmp_path: Path, m
             d = tmp_path / "esc"
             os.mkdir(d)
             h = await c.execute(child("escape", d, "stay"), env={"CC_STRESS_MARK": mark}, timeout=1)
-            await wait_for(lambda: all((d / k).exists() for k in KINDS), 30, "the escapees")
+            await wait_until(lambda: all((d / k).exists() for k in KINDS), 30, "the escapees")
             assert len(marked_processes(mark)) >= 5  # the leader and its four escapees
             assert (await h.wait(30))["status"] == "timed_out"
             assert not marked_processes(mark), marked_processes(mark)
-            await wait_for(lambda: not _zombie_children(host), 10, "no zombie left")
+            await wait_until(lambda: not _zombie_children(host), 10, "no zombie left")
         row.tasks = 42
         row.note = "40 tasks each leaving an orphan: exit codes 1..40 kept, no zombie left"
     finally:

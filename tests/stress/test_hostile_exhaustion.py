@@ -30,14 +30,15 @@ import pytest
 from websockets.asyncio.client import connect as aconnect
 
 from cc_executor.protocol import ErrorCode
+from tests.support import ServiceProcess
 
 from .conftest import MakeSvc
-from .support import MB, PY, REPORT, P, Service, child
+from .support import MB, PY, REPORT, P, child
 
 pytestmark = pytest.mark.stress
 
 
-class LimitedService(Service):
+class LimitedService(ServiceProcess):
     """The service under `prlimit` limits (e.g. `--nofile=1024:1024`, `--as=2G`)."""
 
     def __init__(self, data_dir: Path, log: Path, limits: list[str], **env: str) -> None:
@@ -45,6 +46,7 @@ class LimitedService(Service):
         self.limits = limits
 
     def spawn(self) -> None:
+        assert not self.alive(), "the service is already running"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         argv = ["prlimit", *self.limits, PY, "-m", "cc_executor.server", "--port", str(self.port)]
         with open(self.log, "ab") as err:

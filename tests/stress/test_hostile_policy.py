@@ -24,9 +24,10 @@ from typing import Any
 import pytest
 
 from cc_executor.protocol import ErrorCode, ProtocolError
+from tests.support import FAKE_CLAUDE
 
 from .conftest import MakeSvc
-from .support import FAKE_CLAUDE, REPORT, leftovers
+from .support import REPORT, leftovers
 
 pytestmark = pytest.mark.stress
 
