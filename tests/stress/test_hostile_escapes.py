@@ -181,6 +181,18 @@ def _zombie_children(pid: int) -> list[int]:
     return out
 
 
+def _child_running(pid: int, argv: list[str], found: list[int]) -> bool:
+    """Is a child of `pid` running exactly `argv`? (Its pid goes into `found`.)"""
+    want = "\0".join(argv) + "\0"
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        for kid in Path(f"/proc/{pid}/task/{tid}/children").read_text().split():
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{kid}/cmdline").read_text() == want:
+                    found.append(int(kid))
+                    return True
+    return False
+
+
 def _unshare_works() -> str | None:
     if shutil.which("unshare") is None:
         return "no unshare(1) on this machine"
@@ -205,13 +217,14 @@ async def test_as_pid_1_orphans_are_reaped_and_exit_codes_kept(tmp_path: Path, m
         host = svc.host_pid()
         async with svc.client() as c:
             # An orphan that exits while its task still runs: a zombie of PID 1 unless reaped.
-            d = tmp_path / "orphan"
-            os.mkdir(d)
-            script = f"(sh -c 'echo $$ > {d}/pid.tmp; mv {d}/pid.tmp {d}/pid; exec sleep 0.1' &)"
-            h = await c.execute(["sh", "-c", f"{script}; sleep 30"], env={"CC_STRESS_MARK": mark})
-            await wait_until(lambda: (d / "pid").exists(), 30, "the orphan")
             # Its pid inside the namespace is not ours to see: find it as PID 1's child.
-            await wait_until(lambda: not _zombie_children(host), 10, "PID 1 reaping its zombie")
+            orphan = "import time; time.sleep(1.0)"
+            script = f"({PY} -c '{orphan}' &)"
+            h = await c.execute(["sh", "-c", f"{script}; sleep 30"], env={"CC_STRESS_MARK": mark})
+            found: list[int] = []
+            argv = [PY, "-c", orphan]
+            await wait_until(lambda: _child_running(host, argv, found), 30, "the orphan")
+            await wait_until(lambda: _state(found[0]) == "X", 10, "PID 1 reaping the orphan")
             assert (await c.status(h.task_id))["status"] == "running"
             assert (await c.control(h.task_id, "CANCEL"))["status"] == "cancelled"
             # Many exits at once: each task keeps its own exit code (none reaped by mistake).
