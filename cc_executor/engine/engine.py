@@ -409,7 +409,8 @@ class Engine(GroupControl, OutputServing):
             process.kill_group_now(rec.pgid)
             task.group_signalled = True
         # harden: and what left the group (it may hold the pipes); _complete waits for it
-        self._in_background(process.end_tagged(rec.task_id, self.settings.kill_grace_seconds))
+        grace = self.settings.kill_grace_seconds
+        self._in_background(process.end_tagged(rec.task_id, grace, after=_spawned(rec)))
         if task.open_pipes > 0:
             # Normally EOF follows at once; a process that escaped the group may hold a pipe.
             loop = asyncio.get_running_loop()
@@ -435,7 +436,9 @@ class Engine(GroupControl, OutputServing):
             if not await process.wait_group_gone(rec.pgid):
                 process.kill_group_now(rec.pgid)
                 await process.wait_group_gone(rec.pgid)
-        await process.end_tagged(rec.task_id, self.settings.kill_grace_seconds)  # harden: escapees
+        if rec.pid is not None:  # harden: escapees (process.end_tagged)
+            grace = self.settings.kill_grace_seconds
+            await process.end_tagged(rec.task_id, grace, after=_spawned(rec))
         for stream, out in task.streams.items():
             out.finish()
             # Final means every byte is in the log file: a reader of the file, or of
@@ -525,3 +528,10 @@ def command_env(extra: dict[str, str] | None) -> dict[str, str]:
     if extra:
         env.update(extra)
     return env
+
+
+def _spawned(rec: TaskRecord) -> tuple[int, float] | None:
+    """harden: the leader's pid and spawn time (process.end_tagged looks at later pids)."""
+    if rec.pid is None or rec.started_at is None:
+        return None
+    return rec.pid, rec.started_at

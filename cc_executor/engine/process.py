@@ -287,6 +287,7 @@ async def run_to_end(proc: subprocess.Popen[bytes], timeout: float | None, grace
     reaped and every member of the group is gone.
     """
     pgid = proc.pid
+    spawned = (proc.pid, time.time())
     leader_exited = exited(proc)
     timed_out = False
     try:
@@ -307,7 +308,7 @@ async def run_to_end(proc: subprocess.Popen[bytes], timeout: float | None, grace
                 log.warning("process group %d of pid %d outlived SIGKILL", pgid, proc.pid)
         tag = _tags.get(proc)
         if tag is not None:
-            await end_tagged(tag, grace, exact=True)  # what left the group
+            await end_tagged(tag, grace, exact=True, after=spawned)  # what left the group
     return timed_out
 
 
@@ -335,14 +336,19 @@ def _matches(tag: str | None, wanted: frozenset[str], exact: bool) -> bool:
 
 
 def tagged_processes(
-    tags: str | Iterable[str], *, exact: bool = False, everywhere: bool = False
+    tags: str | Iterable[str],
+    *,
+    exact: bool = False,
+    everywhere: bool = False,
+    after: tuple[int, float] | None = None,
 ) -> set[int]:
     """Live processes that carry one of these tags and are not a group leader we wait for.
 
     Not `exact`: a task id also matches its hooks' tags (`<task id>.<hook>`). A subreaper
     looks among its orphans and their descendants (an orphan that carries the tag takes
     its whole subtree along, whatever their environments say now); `everywhere` (and any
-    process that is not a subreaper) scans all of /proc.
+    process that is not a subreaper) scans /proc: with `after` (the leader's pid and
+    spawn time), only the pids given out since, if that can be told (`_pids_since`).
     """
     wanted = frozenset([tags] if isinstance(tags, str) else tags)
     if not wanted or not HAVE_PROC:
@@ -358,12 +364,34 @@ def tagged_processes(
             todo.extend((child, hit) for child in reaper.children(pid))
         return found
     me = os.getpid()
+    since = _pids_since(after)
     for entry in os.scandir(_PROC):
         if entry.name.isdigit() and int(entry.name) != me:
             pid = int(entry.name)
+            if since is not None and not since[0] < pid <= since[1]:
+                continue
             if _matches(tag_of(pid), wanted, exact) and _alive(pid) and not reaper.is_tracked(pid):
                 found.add(pid)
     return found
+
+
+_RECENT_SPAWN_S = 1.0
+
+
+def _pids_since(after: tuple[int, float] | None) -> tuple[int, int] | None:
+    """The pids given out since a spawn, as (leader, last], when that is certain: pids are
+    handed out in increasing order until they wrap at pid_max, so a process started
+    later has a higher pid, unless the counter wrapped (the last pid given out is lower
+    than the leader's) or may have wrapped all the way round (more than a second ago).
+    None: every pid is a candidate. Spares most of the /proc reads when tasks are short."""
+    if after is None or time.time() - after[1] > _RECENT_SPAWN_S:
+        return None
+    try:
+        with open("/proc/sys/kernel/ns_last_pid", "rb") as f:
+            last = int(f.read())
+    except (OSError, ValueError):
+        return None
+    return (after[0], last) if last >= after[0] else None
 
 
 def _alive(pid: int) -> bool:
@@ -372,7 +400,12 @@ def _alive(pid: int) -> bool:
 
 
 async def end_tagged(
-    tags: str | Iterable[str], grace: float, *, exact: bool = False, everywhere: bool = False
+    tags: str | Iterable[str],
+    grace: float,
+    *,
+    exact: bool = False,
+    everywhere: bool = False,
+    after: tuple[int, float] | None = None,
 ) -> int:
     """End every process that carries one of these tags (see `tagged_processes`): SIGTERM
     (and SIGCONT, so a stopped one gets it), SIGKILL to what is left after `grace`, and
@@ -381,7 +414,7 @@ async def end_tagged(
     ended = 0
     deadline = time.monotonic() + grace
     for _ in range(8):
-        pids = tagged_processes(tags, exact=exact, everywhere=everywhere)
+        pids = tagged_processes(tags, exact=exact, everywhere=everywhere, after=after)
         if not pids:
             break
         ended += len(pids)
