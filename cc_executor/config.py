@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     rate_limit_retries: int = 0
     rate_limit_max_wait_seconds: float = 300.0
 
+    # Hot sessions: a live claude per session, its turns written to its stdin
+    hot_sessions: bool = False
+    hot_idle_seconds: float = Field(default=300.0, gt=0)
+    max_hot_sessions: int = Field(default=8, ge=0)
+
     # Hooks
     hooks: HooksConfig = Field(default_factory=HooksConfig)
 

@@ -356,6 +356,11 @@ class SessionCreateParams(ClaudeOptions):
     prompt: str | None = Field(
         default=None, min_length=1, description="Send this as the first turn right away."
     )
+    hot: bool | None = Field(
+        default=None,
+        description="Keep one live claude process for the session's turns (no start-up "
+        "cost per turn); default: the service's hot_sessions setting.",
+    )
 
     def claude_options(self) -> ClaudeOptions:
         """The Claude options of each turn (`turn_max_turns` as its `max_turns`)."""

@@ -258,7 +258,9 @@ class Engine(GroupControl, OutputServing):
             task.streams[stream] = OutputLog(self.log_path(rec.task_id, stream), self.writer)
         self._journal.append(rec)  # before the spawn too: see engine/journal.py
         try:
-            proc = process.spawn(rec.argv, rec.cwd, {**task.spec.env, TASK_ENV: rec.task_id})
+            stdin = subprocess.PIPE if task.spec.stdin_pipe else subprocess.DEVNULL  # issue 16
+            env = {**task.spec.env, TASK_ENV: rec.task_id}
+            proc = process.spawn(rec.argv, rec.cwd, env, stdin=stdin)
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             self.counters["spawn_failures"] += 1
             rec.error = f"spawn failed: {exc}"

@@ -40,6 +40,7 @@ class TaskSpec:
     kind: TaskKind = "command"
     observer: TaskObserver | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    stdin_pipe: bool = False  # issue 16: a hot session's claude reads its turns on stdin
 
 
 class PipeReader(asyncio.Protocol):

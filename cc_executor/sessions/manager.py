@@ -234,6 +234,7 @@ class SessionManager:
             max_turns=max_turns,
             continuation_prompt=p.continuation_prompt,
             turn_timeout=p.turn_timeout,
+            hot=self.settings.hot_sessions if p.hot is None else p.hot,
         )
         spec_for(turn_params(s, "check", 1), self.settings)  # allow-list and argv, now
         self.add(s)
