@@ -19,6 +19,7 @@ from cc_executor.protocol import (
     ControlParams,
     EmptyParams,
     ErrorCode,
+    ExecuteClaudeParams,
     ListenParams,
     Method,
     OutputParams,
@@ -87,6 +88,8 @@ async def execute(conn: Conn, p: TaskParams) -> dict[str, Any]:
     conn.check_start_rate()
     rec = await conn.engine.execute(spec, conn.subscriber)
     conn.record_start()
+    if isinstance(p, ExecuteClaudeParams) and p.retries and conn.sessions is not None:
+        conn.sessions.retries.follow(rec, p, conn.subscriber)  # issue 16: later attempts
     return _started(rec)
 
 

@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from cc_executor.claude.retry import ClaudeRetries
 from cc_executor.config import Settings
 from cc_executor.engine import Engine, Event
 from cc_executor.protocol import (
@@ -74,7 +75,9 @@ class SessionManager:
             settings.data_dir / "sessions.sqlite3"
         )
         self._sessions: dict[str, Session] = {}
-        self.turns = TurnQueues(engine, settings, self.store, self._notify)
+        # Later attempts of Claude runs with `retries`: session turns and execute_claude
+        self.retries = ClaudeRetries(engine, settings)
+        self.turns = TurnQueues(engine, settings, self.store, self._notify, self.retries)
         self._closing = False
         self._started = False
 
@@ -114,6 +117,7 @@ class SessionManager:
             return
         self._closing = True
         await self.turns.stop()
+        await self.retries.stop()
         if self._started:
             await self.store.flush()
             await self.store.close()

@@ -132,6 +132,7 @@ class Turn:
     error_kind: str | None = None
     cost_usd: float | None = None
     exit_code: int | None = None
+    attempts: int | None = None  # with retries: how many attempts it took (task_id the last)
     hot: bool = False  # ran in the session's hot process: task_id is that process's task
     output_from: int | None = None  # hot: the turn's slice of that task's stdout log
     output_to: int | None = None

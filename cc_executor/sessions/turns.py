@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cc_executor.claude.retry import ClaudeRetries
 from cc_executor.config import Settings
 from cc_executor.engine import Engine, TaskRecord
 from cc_executor.protocol import (
@@ -123,6 +124,7 @@ class TurnQueues:
         settings: Settings,
         store: SessionStore,
         on_change: Callable[[Session], None],
+        retries: ClaudeRetries,
     ) -> None:
         self.engine = engine
         self.settings = settings
@@ -130,6 +132,7 @@ class TurnQueues:
         self._on_change = on_change
         self._queues: dict[str, SessionQueue] = {}
         self.hot = HotSessions(engine, settings)
+        self.retries = retries
         self.closing = False
 
     # ------------------------------------------------------------------ what is queued
@@ -226,13 +229,17 @@ class TurnQueues:
         t.resumed = s.claude_session_id if t.command is None else None
         if s.hot and t.command is None and await self._run_hot_turn(q, p):
             return
+        params = turn_params(s, t.prompt, t.turn) if t.command is None else None
         try:
             if t.command is not None:  # a temp session's plain command
-                params = ExecuteParams(command=t.command, cwd=s.working_dir, timeout=s.turn_timeout)
-                spec = spec_for(params, self.settings)
+                command = ExecuteParams(
+                    command=t.command, cwd=s.working_dir, timeout=s.turn_timeout
+                )
+                spec = spec_for(command, self.settings)
                 spec.name = f"temp session {s.session_id}"
             else:
-                spec = spec_for(turn_params(s, t.prompt, t.turn), self.settings)
+                assert params is not None
+                spec = spec_for(params, self.settings)
             spec.extra.update({"session_id": s.session_id, "session_turn": t.turn})
             rec = await self.engine.execute(spec)
         except ProtocolError as exc:
@@ -248,8 +255,21 @@ class TurnQueues:
         _resolve(p.started, None)
         if q.killed or self.closing:
             await self._cancel_task(rec.task_id)
-        final = await self.engine.wait(rec.task_id)
+        if params is not None and s.claude_options.retries:
+
+            def on_attempt(attempt: TaskRecord) -> None:
+                t.task_id = s.last_task_id = attempt.task_id  # CANCEL / kill reach this one
+                self.store.save_turn(t)
+                self._on_change(s)
+
+            extra = {"session_id": s.session_id, "session_turn": t.turn}
+            keep_going = lambda: not (q.killed or self.closing)  # noqa: E731
+            final = await self.retries.run(rec, params, None, extra, on_attempt, keep_going)
+        else:
+            final = await self.engine.wait(rec.task_id)
         apply_record(t, final)
+        t.task_id = final.task_id
+        t.attempts = final.extra.get("attempts")
         if t.claude_session_id:
             s.claude_session_id = t.claude_session_id
         self._maybe_continue(q, t)
