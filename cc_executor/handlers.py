@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cc_executor import __version__, jsonrpc
+from cc_executor.claude.ratelimit import RateLimits
 from cc_executor.engine import Engine, Subscriber, TaskRecord
 from cc_executor.protocol import (
     PARAMS,
@@ -102,7 +103,8 @@ async def status(conn: Conn, p: StatusParams) -> dict[str, Any]:
     if p.task_id is not None:
         return (await conn.engine.get(p.task_id)).to_dict()
     tasks = await conn.engine.list(p.limit)
-    return {"tasks": [t.to_dict() for t in tasks], "stats": conn.engine.stats()}
+    stats = {**conn.engine.stats(), "rate_limits": RateLimits.of(conn.settings).snapshot()}
+    return {"tasks": [t.to_dict() for t in tasks], "stats": stats}
 
 
 async def output(conn: Conn, p: OutputParams) -> dict[str, Any]:
