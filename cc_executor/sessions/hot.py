@@ -28,6 +28,8 @@ from typing import IO, TYPE_CHECKING, Any
 import orjson
 
 from cc_executor.claude.errors import classify
+from cc_executor.claude.ratelimit import RateLimitGate
+from cc_executor.claude.runner import note_rate_limit
 from cc_executor.claude.stream import ClaudeStreamState, LineSplitter
 from cc_executor.config import Settings
 from cc_executor.engine import Engine, TaskSpec
@@ -71,7 +73,8 @@ def user_message(prompt: str) -> bytes:
 class HotObserver:
     """The hot task's stdout, cut into turns: each `begin()` is answered at the next result."""
 
-    def __init__(self) -> None:
+    def __init__(self, gate: RateLimitGate | None = None) -> None:
+        self.gate = gate  # its account's rate-limit window: a turn's limit holds the others
         self.splitter = LineSplitter()
         self.state: ClaudeStreamState | None = None  # the turn in flight
         self.waiter: asyncio.Future[HotOutcome] | None = None
@@ -122,6 +125,9 @@ class HotObserver:
             out.status, out.error, out.error_kind = TaskStatus.FAILED, err.message, str(err.kind)
             if err.reset_at:
                 out.fields["reset_at"] = err.reset_at
+        if self.gate is not None:
+            seen = {"error_kind": out.error_kind, "reset_at": out.fields.get("reset_at")}
+            note_rate_limit(self.gate, state.rate_limit_info, seen)
         return out
 
     def _answer(self, outcome: HotOutcome) -> None:
@@ -172,7 +178,8 @@ def hot_spec(params: ExecuteClaudeParams, settings: Settings, session_id: str) -
     assert spec.argv[-2] == "--", spec.argv  # build_argv puts the prompt last, after --
     argv = [*spec.argv[:-2], "--input-format", "stream-json"]
     spec.command = spec.argv = argv
-    spec.observer = HotObserver()
+    gate = spec.gate if isinstance(spec.gate, RateLimitGate) else None
+    spec.observer = HotObserver(gate)
     spec.stdin_pipe = True
     spec.timeout = spec.idle_timeout = None  # it idles between turns; a turn has its own limit
     spec.extra = {"hot_session": session_id}

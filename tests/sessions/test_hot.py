@@ -143,3 +143,16 @@ async def test_pause_resume_and_cancel_of_a_hot_turn(client: ExecutorClient, wor
     after = await send_wait(client, sid, "go on")  # the conversation was not lost
     assert after["status"] == "completed" and after["task_id"] != task_id
     assert after["result"].endswith("(turn 2, remembers 1 earlier prompts)")
+
+
+async def test_a_rate_limited_hot_turn_holds_its_account(
+    client: ExecutorClient, workdir: Path
+) -> None:
+    sid = await create(client, workdir)
+    limited = await send_wait(client, sid, "FAKE_ERROR=rate_limit FAKE_RESET_IN=3 hit it")
+    assert limited["status"] == "failed" and limited["error_kind"] == "rate_limit"
+    limits = (await client.status())["stats"]["rate_limits"]["default"]
+    assert limits["held"] is True and limits["last_event"]["status"] == "rejected"
+    held = (await client.call("execute_claude", {"prompt": "waits"}))["task_id"]
+    assert (await client.status(held))["waiting_for"] == "rate_limit"
+    assert (await client.control(held, "CANCEL"))["status"] == "cancelled"
