@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cc_executor import __version__, jsonrpc
+from cc_executor.claude.ratelimit import RateLimits
 from cc_executor.engine import Engine, Subscriber, TaskRecord
 from cc_executor.protocol import (
     PARAMS,
     ControlParams,
     EmptyParams,
     ErrorCode,
+    ExecuteClaudeParams,
     ListenParams,
     Method,
     OutputParams,
@@ -88,6 +90,8 @@ async def execute(conn: Conn, p: TaskParams) -> dict[str, Any]:
     conn.check_start_rate()
     rec = await conn.engine.execute(spec, conn.subscriber)
     conn.record_start()
+    if isinstance(p, ExecuteClaudeParams) and p.retries and conn.sessions is not None:
+        conn.sessions.retries.follow(rec, p, conn.subscriber)  # issue 16: later attempts
     return _started(rec)
 
 
@@ -100,7 +104,8 @@ async def status(conn: Conn, p: StatusParams) -> dict[str, Any]:
     if p.task_id is not None:
         return (await conn.engine.get(p.task_id)).to_dict()
     tasks = await conn.engine.list(p.limit)
-    return {"tasks": [t.to_dict() for t in tasks], "stats": conn.engine.stats()}
+    stats = {**conn.engine.stats(), "rate_limits": RateLimits.of(conn.settings).snapshot()}
+    return {"tasks": [t.to_dict() for t in tasks], "stats": stats}
 
 
 async def output(conn: Conn, p: OutputParams) -> dict[str, Any]:
