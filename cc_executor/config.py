@@ -116,8 +116,16 @@ class Settings(BaseSettings):
     claude_trusted_dirs: list[Path] = Field(default_factory=list)
     claude_allow_permission_bypass: bool = False
     strip_anthropic_api_key: bool = True
-    rate_limit_retries: int = 0
-    rate_limit_max_wait_seconds: float = 300.0
+    # Automatic retries (`retries` on execute_claude / session.create): back-off base and
+    # cap, and the longest a rate_limit retry waits for its reset time (else no retry)
+    retry_backoff_seconds: float = Field(default=2.0, gt=0)
+    retry_backoff_max_seconds: float = Field(default=60.0, gt=0)
+    rate_limit_max_wait_seconds: float = Field(default=300.0, ge=0)
+
+    # Hot sessions: a live claude per session, its turns written to its stdin
+    hot_sessions: bool = False
+    hot_idle_seconds: float = Field(default=300.0, gt=0)
+    max_hot_sessions: int = Field(default=8, ge=0)
 
     # Hooks
     hooks: HooksConfig = Field(default_factory=HooksConfig)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cc_executor import __version__, jsonrpc
+from cc_executor.claude.ratelimit import RateLimits
 from cc_executor.engine import Engine, Subscriber, TaskRecord
 from cc_executor.engine.brief import brief
 from cc_executor.protocol import (
@@ -22,6 +23,7 @@ from cc_executor.protocol import (
     ControlParams,
     EmptyParams,
     ErrorCode,
+    ExecuteClaudeParams,
     ListenParams,
     Method,
     OutputParams,
@@ -116,6 +118,8 @@ async def execute(conn: Conn, p: TaskParams) -> dict[str, Any]:
     spec = spec_for(p, conn.settings)
     with conn.start_slot():
         rec = await conn.engine.execute(spec, conn.subscriber)
+    if isinstance(p, ExecuteClaudeParams) and p.retries and conn.sessions is not None:
+        conn.sessions.retries.follow(rec, p, conn.subscriber)  # issue 16: later attempts
     return _started(rec)
 
 
@@ -128,7 +132,8 @@ async def status(conn: Conn, p: StatusParams) -> dict[str, Any]:
     if p.task_id is not None:
         return (await conn.engine.get(p.task_id)).to_dict()
     tasks = await conn.engine.list(p.limit)
-    return {"tasks": [brief(t.to_dict()) for t in tasks], "stats": conn.engine.stats()}
+    stats = {**conn.engine.stats(), "rate_limits": RateLimits.of(conn.settings).snapshot()}
+    return {"tasks": [brief(t.to_dict()) for t in tasks], "stats": stats}
 
 
 async def output(conn: Conn, p: OutputParams) -> dict[str, Any]:

@@ -12,7 +12,7 @@ task runs (its cwd, or a git worktree of its own).
 from __future__ import annotations
 
 from enum import IntEnum, StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AliasChoices,
@@ -236,6 +236,12 @@ PermissionMode = Literal["default", "acceptEdits", "bypassPermissions", "plan", 
 """The `claude --permission-mode` values."""
 
 
+RetryKind = Literal["rate_limit", "overloaded", "api_error", "network"]
+"""The error kinds (`claude/errors.py`) a Claude run may be retried on: transient ones."""
+
+RETRY_KINDS: tuple[str, ...] = get_args(RetryKind)
+
+
 class ClaudeOptions(BaseModel):
     """How a `claude -p` run behaves: shared by `execute_claude`, `session.create` (for every
     turn), the MCP tools and the CLI, so each option is declared and described once. The
@@ -271,6 +277,18 @@ class ClaudeOptions(BaseModel):
     )
     add_dirs: list[str] | None = Field(
         default=None, description="More directories it may access besides its working directory."
+    )
+    retries: int = Field(
+        default=0,
+        ge=0,
+        le=10,
+        description="Retry a run that failed for a transient reason (retry_on) up to this many "
+        "times, with jittered exponential back-off, resuming its Claude session.",
+    )
+    retry_on: list[RetryKind] | None = Field(
+        default=None,
+        description="The error kinds retried (default: rate_limit, overloaded, api_error, "
+        "network).",
     )
 
 
@@ -423,6 +441,11 @@ class SessionCreateParams(ClaudeOptions, WorkspaceOptions):
     )
     prompt: str | None = Field(
         default=None, min_length=1, description="Send this as the first turn right away."
+    )
+    hot: bool | None = Field(
+        default=None,
+        description="Keep one live claude process for the session's turns (no start-up "
+        "cost per turn); default: the service's hot_sessions setting.",
     )
 
     def claude_options(self) -> ClaudeOptions:

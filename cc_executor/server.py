@@ -34,6 +34,7 @@ from websockets.http11 import Request, Response
 
 from cc_executor import __version__, door, jsonrpc
 from cc_executor.auth import ensure_token, token_matches
+from cc_executor.claude.ratelimit import RateLimits
 from cc_executor.config import Settings
 from cc_executor.dashboard import asset_response, own_origins
 from cc_executor.engine import Event, Subscriber, SubscriberClosed, reaper
@@ -144,6 +145,7 @@ class ExecutorService:
             "handshakes_waiting": len(self._handshakes),
             "handshakes_evicted": self._handshakes.evicted,
             "uptime_s": round(time.time() - self._started, 3),
+            "rate_limits": RateLimits.of(self.settings).snapshot(),  # issue 16
         }
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:

@@ -251,11 +251,32 @@ class Engine(GroupControl, OutputServing):
                 subscriber.hold(record.task_id)  # released once the caller has the reply
             task.subscribers.add(subscriber)
         self._live[record.task_id] = task
-        if self.queue.admit(task):
+        held = spec.gate.holds() if spec.gate is not None else None  # issue 16
+        if held is not None:  # issue 16: queued outside the queue until the gate opens
+            record.extra.update(held)
+            self.store.save(record)
+            self._in_background(self._admit_after_gate(task))
+        elif self.queue.admit(task):
             await self._to_the_end(self._start_guarded(task))
         else:
             self.store.save(record)
         return record
+
+    async def _admit_after_gate(self, task: RunningTask) -> None:
+        """Issue 16: wait for the task's gate, then queue it like any new task."""
+        assert task.spec.gate is not None
+        opened = asyncio.ensure_future(task.spec.gate.wait())
+        either: list[asyncio.Future[Any]] = [opened, task.done]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        opened.cancel()  # a CANCEL (or the engine closing) ended it while held
+        for key in ("waiting_for", "until", "account"):
+            task.record.extra.pop(key, None)
+        if task.final_status is not None or self._closing:
+            return  # cancelled while held
+        if self.queue.admit(task):
+            await self._start_guarded(task)
+        else:
+            self.store.save(task.record)
 
     async def _start(self, task: RunningTask) -> None:
         rec = task.record
@@ -264,7 +285,9 @@ class Engine(GroupControl, OutputServing):
             task.streams[stream] = OutputLog(self.log_path(rec.task_id, stream), self.writer)
         self._journal.append(rec)  # before the spawn too: see engine/journal.py
         try:
-            proc = process.spawn(rec.argv, rec.cwd, {**task.spec.env, TASK_ENV: rec.task_id})
+            stdin = subprocess.PIPE if task.spec.stdin_pipe else subprocess.DEVNULL  # issue 16
+            env = {**task.spec.env, TASK_ENV: rec.task_id}
+            proc = process.spawn(rec.argv, rec.cwd, env, stdin=stdin)
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             self.counters["spawn_failures"] += 1
             rec.error = f"spawn failed: {exc}"
