@@ -101,8 +101,14 @@ async def control(conn: Conn, p: ControlParams) -> dict[str, Any]:
 async def status(conn: Conn, p: StatusParams) -> dict[str, Any]:
     if p.task_id is not None:
         return (await conn.engine.get(p.task_id)).to_dict()
-    tasks = await conn.engine.list(p.limit)
-    return {"tasks": [t.to_dict() for t in tasks], "stats": conn.engine.stats()}
+    page = await conn.engine.page(p)  # faces: filters and paging, engine/listing.py
+    return {
+        "tasks": [t.to_dict() for t in page.tasks],
+        "total": page.total,
+        "offset": page.offset,
+        "counts": page.counts,
+        "stats": conn.engine.stats(),
+    }
 
 
 async def output(conn: Conn, p: OutputParams) -> dict[str, Any]:

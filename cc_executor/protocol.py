@@ -11,7 +11,7 @@ checks both). `ClaudeOptions` declares each Claude option once for `execute_clau
 from __future__ import annotations
 
 from enum import IntEnum, StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AliasChoices,
@@ -82,6 +82,10 @@ FINAL_STATUSES = frozenset(
         TaskStatus.LOST,
     }
 )
+
+
+ACTIVE_STATUSES = frozenset({TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.PAUSED})
+"""Tasks that are not over yet: listings can put them first (`status` `active_first`)."""
 
 
 class Action(StrEnum):
@@ -265,11 +269,40 @@ class ControlParams(TaskRef):
         return v.upper() if isinstance(v, str) else v
 
 
+TaskSort = Literal[
+    "created", "started", "ended", "runtime", "status", "name", "cost", "exit", "bytes"
+]
+"""What `status` can sort its list by (engine/listing.py `SORT_KEYS`)."""
+
+
 class StatusParams(BaseModel):
+    """`status`: one task (`task_id`), or one page of the filtered, sorted list."""
+
     model_config = ConfigDict(extra="forbid")
 
     task_id: str | None = None
     limit: int = Field(default=1000, ge=1, le=100_000)
+    # The list's filters and paging (engine/listing.py), for the dashboard and the CLI.
+    statuses: list[TaskStatus] | None = Field(
+        default=None, description="Only tasks in these statuses."
+    )
+    text: str | None = Field(
+        default=None,
+        max_length=256,
+        description="Only tasks whose id, name, command or "
+        "prompt holds this text (case-insensitive).",
+    )
+    offset: int = Field(default=0, ge=0, le=1_000_000, description="Skip this many matches.")
+    active_first: bool = Field(
+        default=False, description="Running, paused and queued tasks before all others."
+    )
+    sort: TaskSort = Field(default="created", description="What to sort by.")
+    descending: bool = Field(default=True, description="Largest (newest) first.")
+
+    @field_validator("statuses", mode="before")
+    @classmethod
+    def _comma_separated(cls, v: Any) -> Any:
+        return [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
 
     @model_validator(mode="before")
     @classmethod
@@ -461,6 +494,8 @@ def protocol_description() -> dict[str, Any]:
         "error_codes": {e.name: e.value for e in ErrorCode},
         "task_statuses": {s.name: s.value for s in TaskStatus},
         "final_statuses": [s.value for s in TaskStatus if s.is_final],
+        "active_statuses": [s.value for s in TaskStatus if s in ACTIVE_STATUSES],
+        "task_sorts": list(get_args(TaskSort)),
         "actions": {a.name: a.value for a in Action},
         "streams": {s.name: s.value for s in Stream},
     }
