@@ -1,4 +1,5 @@
-"""Structured logs: one JSON object per line (task ids included), to stderr or a file."""
+"""Structured logs: one JSON object per line (task ids included), or one text line with the
+same fields as key=value, to stderr or a file."""
 
 from __future__ import annotations
 
@@ -30,6 +31,25 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
+class TextFormatter(logging.Formatter):
+    """One readable line; the structured fields (url, task_id, ...) follow as key=value."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = [
+            f"{k}={v}"
+            for k, v in record.__dict__.items()
+            if k not in _STD_ATTRS and not k.startswith("_")
+        ]
+        if not fields:
+            return line
+        head, sep, rest = line.partition("\n")  # a traceback stays below the fields
+        return f"{head} {' '.join(fields)}{sep}{rest}"
+
+
 def setup_logging(level: str = "INFO", fmt: str = "json", file: Path | None = None) -> None:
     """Configure the root logger. Never stdout: the MCP bridge's stdout is its protocol."""
     handler: logging.Handler
@@ -41,7 +61,7 @@ def setup_logging(level: str = "INFO", fmt: str = "json", file: Path | None = No
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

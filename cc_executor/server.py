@@ -29,7 +29,12 @@ from websockets.http11 import Request, Response
 from cc_executor import __version__, jsonrpc
 from cc_executor.auth import ensure_token, token_matches
 from cc_executor.config import Settings
-from cc_executor.dashboard import asset_response, own_origins
+from cc_executor.dashboard import (
+    asset_response,
+    own_origins,
+    select_subprotocol,
+    token_from_subprotocols,
+)
 from cc_executor.engine import Engine, Event, Subscriber, SubscriberClosed, build_engine
 from cc_executor.handlers import ROUTES, Conn
 from cc_executor.logs import setup_logging
@@ -78,6 +83,7 @@ class ExecutorService:
             self.settings.host,
             self.settings.port,
             process_request=self._process_request,
+            select_subprotocol=select_subprotocol,  # faces: the dashboard's (no token echoed)
             compression=None,  # deflate costs more than it saves on loopback
             max_size=self.settings.max_message_bytes,
             ping_interval=20,
@@ -156,6 +162,8 @@ class ExecutorService:
         else:
             tokens = parse_qs(url.query).get("token")
             given = tokens[0] if tokens else None
+            if given is None:  # faces: the dashboard offers it as a subprotocol
+                given = token_from_subprotocols(request.headers.get_all("Sec-WebSocket-Protocol"))
         if not token_matches(self.token, given):
             return _json_response(HTTPStatus.UNAUTHORIZED, {"error": "missing or invalid token"})
         if self._connections >= self.settings.max_connections:
@@ -264,10 +272,15 @@ def _peer_host(connection: ServerConnection) -> str:
     return str(addr)
 
 
-async def run_service(settings: Settings) -> None:
-    """Start the service and serve until SIGINT/SIGTERM, then end every task and exit."""
+async def run_service(
+    settings: Settings, on_started: Callable[[ExecutorService], None] | None = None
+) -> None:
+    """Start the service and serve until SIGINT/SIGTERM, then end every task and exit.
+    `on_started` sees the started service (`cc-executor start` prints its banner)."""
     service = ExecutorService(settings)
     await service.start()
+    if on_started is not None:
+        on_started(service)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -10,14 +10,18 @@ admits in its Origin check.
 
 from __future__ import annotations
 
+import base64
 import functools
 import ipaddress
 import json
+from collections.abc import Sequence
 from http import HTTPStatus
 from importlib import resources
+from typing import Any
 
 from websockets.datastructures import Headers
 from websockets.http11 import Response
+from websockets.typing import Subprotocol
 
 from cc_executor.protocol import protocol_description
 
@@ -40,6 +44,14 @@ PROTOCOL_PATH = "/protocol.json"
 """The protocol's names as JSON (no token needed: they are no secret, docs/protocol.md)."""
 
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+SUBPROTOCOL = "cc-executor"
+"""The WebSocket subprotocol the page asks for, and the service selects."""
+
+TOKEN_SUBPROTOCOL_PREFIX = "cc-executor.token."
+"""The page sends its token as one more offered subprotocol, `cc-executor.token.<base64url>`:
+a browser cannot set an Authorization header on a WebSocket, and a token in the URL's query
+would show in the browser console whenever a connection fails."""
 
 
 @functools.cache
@@ -77,6 +89,25 @@ def asset_response(path: str) -> Response | None:
         ]
     )
     return Response(HTTPStatus.OK.value, HTTPStatus.OK.phrase, headers, body)
+
+
+def token_from_subprotocols(values: list[str]) -> str | None:
+    """The token offered in `Sec-WebSocket-Protocol` header values, if any."""
+    for value in values:
+        for offered in value.split(","):
+            offered = offered.strip()
+            if offered.startswith(TOKEN_SUBPROTOCOL_PREFIX):
+                encoded = offered[len(TOKEN_SUBPROTOCOL_PREFIX) :]
+                try:
+                    return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+                except (ValueError, UnicodeDecodeError):
+                    return None
+    return None
+
+
+def select_subprotocol(connection: Any, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+    """websockets' `select_subprotocol`: the page's own when offered (never the token's)."""
+    return Subprotocol(SUBPROTOCOL) if SUBPROTOCOL in offered else None
 
 
 def own_origins(host: str, port: int) -> frozenset[str]:
