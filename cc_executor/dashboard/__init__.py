@@ -33,11 +33,24 @@ CSP = (
 )
 
 # URL path -> (file in this package, content type)
+MODULES = (
+    "app.js",
+    "rpc.js",
+    "format.js",
+    "tasks.js",
+    "detail.js",
+    "logview.js",
+    "ansi.js",
+    "transcript.js",
+    "sessions.js",
+)
+"""The page's JavaScript modules (`<script type="module">`, imported by app.js)."""
+
 ASSETS: dict[str, tuple[str, str]] = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/index.html": ("index.html", "text/html; charset=utf-8"),
-    "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/static/style.css": ("style.css", "text/css; charset=utf-8"),
+    **{f"/static/{m}": (m, "text/javascript; charset=utf-8") for m in MODULES},
 }
 
 PROTOCOL_PATH = "/protocol.json"
@@ -61,7 +74,12 @@ def _read(name: str) -> bytes:
 
 @functools.cache
 def _protocol_json() -> bytes:
-    return json.dumps(protocol_description(), indent=1).encode()
+    doc = protocol_description()
+    doc["dashboard"] = {
+        "subprotocol": SUBPROTOCOL,
+        "token_subprotocol_prefix": TOKEN_SUBPROTOCOL_PREFIX,
+    }
+    return json.dumps(doc, indent=1).encode()
 
 
 def asset_response(path: str) -> Response | None:
