@@ -32,6 +32,15 @@ export class AnsiRenderer {
     this.sawEscapes = false;
   }
 
+  save() {
+    return { style: { ...this.style }, carry: this.carry };
+  }
+
+  restore(saved) {
+    this.style = { ...saved.style };
+    this.carry = saved.carry;
+  }
+
   plain() {
     const s = this.style;
     return s.fg === null && s.bg === null && !s.bold && !s.dim && !s.italic && !s.underline;
@@ -94,12 +103,15 @@ export class AnsiRenderer {
   render(text) {
     let input = this.carry + text;
     this.carry = "";
-    const partial = PARTIAL.exec(input);
-    if (partial && partial[0].length < 256) {
+    const esc = input.lastIndexOf("\x1b");
+    const partial = esc >= 0 && esc > input.length - 256 ? PARTIAL.exec(input.slice(esc)) : null;
+    if (partial && partial.index === 0) {
       this.carry = partial[0];
-      input = input.slice(0, partial.index);
+      input = input.slice(0, esc);
     }
-    input = input.replace(/\r+\n/g, "\n").replace(/[^\n]*\r(?!\n)/g, "");
+    if (input.indexOf("\r") >= 0) {
+      input = input.replace(/\r+\n/g, "\n").replace(/[^\n\r]*\r(?!\n)/g, "");
+    }
     const frag = document.createDocumentFragment();
     if (input.indexOf("\x1b") < 0) {
       if (input) frag.append(this.span(input));

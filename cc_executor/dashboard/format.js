@@ -102,7 +102,7 @@ export function whyEnded(rec) {
   if (s === P.S.CANCELLED) {
     const err = rec.error || "";
     if (/shutting down/.test(err)) return `cancelled: the service shut down${killed}`;
-    if (err === "cancelled" || !err) return `cancelled by a user (CANCEL)${killed}`;
+    if (err === P.S.CANCELLED || !err) return `cancelled by a user (CANCEL)${killed}`;
     return `cancelled: ${err}${killed}`;
   }
   if (s === P.S.TIMED_OUT) {
@@ -114,7 +114,7 @@ export function whyEnded(rec) {
     if (rec.spawn_error) return `could not start: ${rec.spawn_error}`;
     if (rec.signal) return `killed by ${signalName(rec.signal)}`;
     if (rec.exit_code) return `exited with code ${rec.exit_code}`;
-    return rec.error ? `failed: ${rec.error}` : "failed";
+    return rec.error ? `failed: ${rec.error}` : P.S.FAILED;
   }
   return null;
 }
@@ -124,7 +124,7 @@ export function errorKind(rec) {
   if (rec.error_kind) return rec.error_kind;
   const s = rec.status;
   if (s === P.S.TIMED_OUT) return rec.timeout_kind || "timeout";
-  if (s === P.S.LOST) return "lost";
+  if (s === P.S.LOST) return P.S.LOST;
   if (s === P.S.FAILED) {
     if (rec.spawn_error) return /FileNotFound/.test(rec.spawn_error) ? "not_found" : "spawn";
     return rec.signal ? "signal" : "exit";

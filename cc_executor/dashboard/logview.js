@@ -16,6 +16,7 @@ const SKIP_BYTES = 1024 * 1024;
 const SCAN_BYTES = 1024 * 1024; // search and download read this much per call
 const POLL_MS = 250;
 const EDGE_PX = 48;
+const PIECE_CHARS = 16 * 1024;
 
 const utf8 = new TextEncoder();
 const sleep = (ms) => new Promise((done) => setTimeout(done, ms));
@@ -49,7 +50,13 @@ export class LogView {
     this.stream = "stdout";
     this.gen = 0;
     this.chain = Promise.resolve();
-    this.programmatic = false;
+    // Only a person's scrolling stops following (or pages at an edge): the view's own
+    // scrolls come without wheel, key, touch or pointer input.
+    this.userAt = 0;
+    const intent = () => (this.userAt = performance.now());
+    for (const ev of ["wheel", "pointerdown", "touchstart", "keydown"]) {
+      this.pre.addEventListener(ev, intent, { passive: true });
+    }
     this.pre.addEventListener("scroll", () => this.onScroll());
     this.clear();
   }
@@ -59,6 +66,7 @@ export class LogView {
     this.end = 0;
     this.total = 0;
     this.chunks = [];
+    this.tail = null;
     this.following = false;
     this.binary = false;
     this.finished = false;
@@ -115,20 +123,79 @@ export class LogView {
 
   // ------------------------------------------------------------------ rendering
 
-  chunkFor(r, text, start) {
-    const chunk = el("span", "chunk");
-    const bytes = r.encoding === "base64" || looksBinary(text);
-    if (bytes) {
-      this.binary = true;
-      chunk.classList.add("binary");
-      chunk.append(
-        el("span", "binary-note", `[binary data: ${fmtBytes(r.size)} at byte ${start}, shown as hex; Download has it all]\n`),
-        document.createTextNode(`${hexDump(bytesOf(r), start, 256)}\n`),
-      );
-    } else {
-      chunk.append(this.renderer.render(text));
-    }
+  // A page's text becomes block chunks that end at a newline (so an offscreen chunk can
+  // skip layout: `content-visibility: auto`), and the partial last line a "tail" chunk
+  // that the next page's text replaces.
+  binaryChunk(r, start) {
+    this.binary = true;
+    const chunk = el("div", "chunk binary");
+    chunk.append(
+      el("span", "binary-note", `[binary data: ${fmtBytes(r.size)} at byte ${start}, shown as hex; Download has it all]\n`),
+      document.createTextNode(`${hexDump(bytesOf(r), start, 256)}\n`),
+    );
     return chunk;
+  }
+
+  textChunk(text) {
+    const chunk = el("div", "chunk");
+    chunk.append(this.renderer.render(text));
+    return chunk;
+  }
+
+  dropTailLine() {
+    const tail = this.tail;
+    this.tail = null;
+    if (tail) tail.node.remove();
+    return tail;
+  }
+
+  // Append page `r` (its text, less `skip` leading characters) at the window's end.
+  append(r, text = null, skip = 0) {
+    if (r.encoding === "base64" || looksBinary(text ?? textOf(r))) {
+      const tail = this.dropTailLine();
+      if (tail) this.addChunk(this.textChunk(tail.text), tail.bytes);
+      this.addChunk(this.binaryChunk(r, r.offset), r.size);
+      this.end = r.offset + r.size;
+      return;
+    }
+    const tail = this.dropTailLine();
+    const page = (text ?? textOf(r)).slice(skip);
+    const all = (tail ? tail.text : "") + page;
+    const bytes = (tail ? tail.bytes : 0) + (r.offset + r.size - this.end);
+    const cut = all.lastIndexOf("\n") + 1;
+    const rest = all.slice(cut);
+    const restBytes = rest ? utf8.encode(rest).length : 0;
+    if (cut > 0) this.addLines(all.slice(0, cut), bytes - restBytes);
+    if (rest) {
+      const saved = this.renderer.save();
+      const node = this.textChunk(rest);
+      this.renderer.restore(saved); // the line is rendered again, whole, with the next page
+      this.pre.append(node);
+      this.tail = { node, text: rest, bytes: restBytes };
+    }
+    this.end = r.offset + r.size;
+    this.total = Math.max(this.total, r.total);
+  }
+
+  // Whole lines as chunks of about PIECE_CHARS: only the few on screen are laid out.
+  addLines(text, bytes) {
+    const ascii = text.length === bytes;
+    let at = 0;
+    while (at < text.length) {
+      let to = text.length;
+      if (to - at > PIECE_CHARS) {
+        const nl = text.indexOf("\n", at + PIECE_CHARS);
+        to = nl < 0 ? text.length : nl + 1;
+      }
+      const piece = text.slice(at, to);
+      this.addChunk(this.textChunk(piece), ascii ? piece.length : utf8.encode(piece).length);
+      at = to;
+    }
+  }
+
+  addChunk(node, bytes) {
+    this.pre.append(node);
+    this.chunks.push({ node, bytes });
   }
 
   async loadAt(gen, offset) {
@@ -136,36 +203,26 @@ export class LogView {
     if (gen !== this.gen) return;
     const follow = this.following;
     this.clear();
-    this.following = follow && offset + r.size >= r.total;
+    this.following = follow; // the caller decided: a jump to the tail follows on
     let text = textOf(r);
+    let cut = 0;
     let start = offset;
     if (offset > 0 && r.encoding !== "base64") {
-      const cut = partialLine(text);
+      cut = partialLine(text);
       start += utf8.encode(text.slice(0, cut)).length;
-      text = text.slice(cut);
     }
     this.start = start;
-    this.end = offset + r.size;
+    this.end = start;
     this.total = r.total;
     this.finished = r.eof;
-    const chunk = this.chunkFor(r, text, start);
-    this.pre.append(chunk);
-    this.chunks.push({ node: chunk, bytes: this.end - start });
-    this.scrollTo(this.following || offset > 0 && offset + r.size >= r.total ? "bottom" : "top");
+    this.append(r, text, cut);
+    this.scrollTo(this.following || (offset > 0 && offset + r.size >= r.total) ? "bottom" : "top");
     this.changed();
-  }
-
-  append(r) {
-    const chunk = this.chunkFor(r, textOf(r), r.offset);
-    this.pre.append(chunk);
-    this.chunks.push({ node: chunk, bytes: r.size });
-    this.end += r.size;
-    this.total = Math.max(this.total, r.total);
   }
 
   dropHead() {
     while (this.bytesShown > WINDOW_BYTES && this.chunks.length > 1) {
-      const before = this.pre.scrollHeight;
+      const before = this.following ? 0 : this.pre.scrollHeight;
       const c = this.chunks.shift();
       c.node.remove();
       this.start += c.bytes;
@@ -174,6 +231,8 @@ export class LogView {
   }
 
   dropTail() {
+    const tail = this.bytesShown > WINDOW_BYTES ? this.dropTailLine() : null;
+    if (tail) this.end -= tail.bytes;
     while (this.bytesShown > WINDOW_BYTES && this.chunks.length > 1) {
       const c = this.chunks.pop();
       c.node.remove();
@@ -182,9 +241,7 @@ export class LogView {
   }
 
   setScroll(top) {
-    this.programmatic = true;
     this.pre.scrollTop = top;
-    requestAnimationFrame(() => (this.programmatic = false));
   }
 
   scrollTo(where) {
@@ -230,11 +287,26 @@ export class LogView {
         }
         const renderer = this.renderer;
         this.renderer = new AnsiRenderer(); // an earlier page starts in the default style
-        const chunk = this.chunkFor({ ...r, offset: start }, text, start);
-        this.renderer = renderer;
+        const binary = r.encoding === "base64" || looksBinary(text);
         const below = this.pre.scrollHeight - this.pre.scrollTop;
-        this.pre.prepend(chunk);
-        this.chunks.unshift({ node: chunk, bytes: this.start - start });
+        if (binary) {
+          const chunk = this.binaryChunk(r, from);
+          this.pre.prepend(chunk);
+          this.chunks.unshift({ node: chunk, bytes: this.start - start });
+        } else {
+          // Built at the end of a scratch list, then moved in front, in order.
+          const kept = this.chunks;
+          const first = this.pre.firstChild;
+          this.chunks = [];
+          const mark = document.createDocumentFragment();
+          const realPre = this.pre;
+          this.pre = mark;
+          this.addLines(text, this.start - start);
+          this.pre = realPre;
+          realPre.insertBefore(mark, first);
+          this.chunks = this.chunks.concat(kept);
+        }
+        this.renderer = renderer;
         this.start = start;
         this.dropTail();
         this.setScroll(this.pre.scrollHeight - below); // the same line stays in view
@@ -275,7 +347,7 @@ export class LogView {
   }
 
   onScroll() {
-    if (this.programmatic || !this.taskId) return;
+    if (!this.taskId || performance.now() - this.userAt > 1500) return;
     const pre = this.pre;
     const fromBottom = pre.scrollHeight - pre.scrollTop - pre.clientHeight;
     if (this.following && fromBottom > EDGE_PX) {
