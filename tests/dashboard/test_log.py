@@ -48,10 +48,11 @@ WATCH = """() => {
 }"""
 
 
-DASH = "\u2013"  # the en dash of "bytes A–B of N"
+DASH = "\u2013"  # the en dash of "bytes A-B of N"
 
 RANGE = """(want) => {
-  const m = /bytes (\\d+)\u2013(\\d+) of (\\d+)/.exec(document.getElementById("log-range").textContent);
+  const text = document.getElementById("log-range").textContent;
+  const m = /bytes (\\d+)\u2013(\\d+) of (\\d+)/.exec(text);
   if (!m) return false;
   const [start, end, total] = [Number(m[1]), Number(m[2]), Number(m[3])];
   if (want.start !== undefined && start !== want.start) return false;
