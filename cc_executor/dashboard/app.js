@@ -246,8 +246,8 @@ const app = {
     const fields = { status: p.status };
     if (method === N.COMPLETED) Object.assign(fields, p);
     const rec = this.tasks.update(p.task_id, fields);
-    const label = rec ? taskLabel(rec) : p.task_id.slice(0, 8);
-    if (method !== N.STARTED || rec) this.announce(`Task ${label} ${p.status}`);
+    const label = taskLabel(rec || { task_id: p.task_id, name: p.name });
+    this.announce(`Task ${label} ${p.status}`);
     if (p.task_id === this.selected) this.detail.update({ task_id: p.task_id, ...fields });
     this.scheduleRefresh(300);
   },

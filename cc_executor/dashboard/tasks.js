@@ -342,6 +342,11 @@ export class TaskTable {
     const s = rec.status;
     const doing = this.doing.get(rec.task_id);
     const off = !this.online || Boolean(doing);
+    // Only the actions that apply are shown (a finished task has none); offline, or while
+    // one is in progress, they are disabled.
+    row.ctl.pause.hidden = s !== P.S.RUNNING;
+    row.ctl.resume.hidden = s !== P.S.PAUSED;
+    row.ctl.cancel.hidden = P.FINAL.has(s);
     row.ctl.pause.disabled = off || s !== P.S.RUNNING;
     row.ctl.resume.disabled = off || s !== P.S.PAUSED;
     row.ctl.cancel.disabled = off || P.FINAL.has(s);
