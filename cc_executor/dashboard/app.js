@@ -188,6 +188,10 @@ const app = {
 
   async onClose(opened) {
     clearTimeout(this.refreshTimer);
+    if (this.closing) {
+      this.closing = false;
+      return;
+    }
     if (!opened && (await this.serviceUp())) {
       // The service is up and refused the handshake: the token (or the page's origin).
       this.askToken(
@@ -319,7 +323,10 @@ const app = {
       /* ignore */
     }
     clearTimeout(this.retryTimer);
-    this.rpc.close();
+    if (this.rpc.ws) {
+      this.closing = true; // this close is ours: no "offline" banner, no reconnect
+      this.rpc.close();
+    }
     this.selected = null;
     this.stats = null;
     this.tasks.clear();
@@ -363,8 +370,11 @@ const app = {
     });
     window.addEventListener("hashchange", () => {
       if (takeTokenFromFragment()) {
-        if (this.rpc.ws) this.rpc.close();
-        else this.connect();
+        if (this.rpc.ws) {
+          this.closing = true;
+          this.rpc.close();
+        }
+        this.connect();
       }
       const want = hashParams().get("task");
       if (want && want !== this.selected && this.online) this.open(want);
