@@ -155,7 +155,9 @@ async def test_300_tasks_active_first_filters_paging_and_sorting(
         await page.evaluate("document.activeElement.__mark = 'same node'")
         runtime = await target.locator("td.runtime").inner_text()
         await expect(target.locator("td.runtime")).not_to_have_text(runtime)  # it ticks
-        await page.wait_for_timeout(3500)  # one 3 s refresh of the list
+        # A new task's event makes the page refresh the list: its row appears.
+        poke = await client.execute(["true"], name="poke")
+        await expect(row(page, poke.task_id)).to_be_attached()
         assert await page.evaluate("document.activeElement.__mark") == "same node"
         await expect(rows.nth(0).locator(".pick-box")).to_be_checked()
         await expect(page.locator("#bulk-cancel")).to_have_text("Cancel selected (1)")
