@@ -243,3 +243,29 @@ async def test_run_on_a_terminal_shows_the_elapsed_time_of_a_silent_task(
     text = screen.decode()
     assert re.search(r"task [0-9a-f]{8} running for \d\.\d\ds, no output for \ds", text), text
     assert "\r\x1b[2K" in text  # the line is cleared again before output and at the end
+
+
+def test_the_mcp_json_example_is_the_readmes_and_what_mcp_install_writes(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    example = (root / ".mcp.json.example").read_text()
+    for doc in ("README.md", "docs/mcp.md"):
+        blocks = re.findall(
+            r"```json\n(\{\n  \"mcpServers\".*?)```", (root / doc).read_text(), re.S
+        )
+        assert example in blocks, doc  # the same snippet, word for word
+    # With the placeholder filled in, it is what `mcp install` writes for the defaults.
+    clone = Path(sys.executable).parent.parent.parent  # <clone>/.venv/bin/python
+    filled = json.loads(example.replace("/ABSOLUTE/PATH/TO/cc-executor", str(clone)))
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CC_EXECUTOR_")}
+    env.update(HOME=str(home), XDG_STATE_HOME="")
+    res = subprocess.run(
+        [*CLI, "mcp", "install", "--print"], env=env, capture_output=True, text=True, timeout=60
+    )
+    written = json.loads(res.stdout)
+    entry = filled["mcpServers"]["cc_executor"]
+    entry["env"]["CC_EXECUTOR_DATA_DIR"] = entry["env"]["CC_EXECUTOR_DATA_DIR"].replace(
+        "${HOME}", str(home)
+    )
+    assert written == filled
+    assert Path(entry["command"]).is_file()  # the clone's bridge really is there
