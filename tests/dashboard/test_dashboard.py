@@ -67,6 +67,7 @@ async def test_live_log_and_pause_resume_cancel_buttons(
     # Select the ticker: its output appears and keeps coming (the view follows the stream).
     await ticker_row.click()
     await expect(page.locator("#log-task")).to_have_text(f"ticker ({ticker.task_id[:8]})")
+    await expect(page.locator("#facts")).to_contain_text(f"Node{service.engine.node}")
     log = page.locator("#log")
     await expect(log).to_contain_text("line 3")
     await expect(log).to_contain_text("line 12")
@@ -258,3 +259,27 @@ async def _eventually_no_listeners(service: ExecutorService) -> bool:
     from tests.conftest import wait_until
 
     return await wait_until(lambda: not service.engine.listeners)
+
+
+async def test_the_token_may_come_as_a_subprotocol_and_is_never_echoed(
+    service: ExecutorService,
+) -> None:
+    import base64
+
+    own = f"http://127.0.0.1:{service.port}"
+
+    def offer(token: str) -> list[Any]:
+        encoded = base64.urlsafe_b64encode(token.encode()).decode().rstrip("=")
+        return [dashboard.SUBPROTOCOL, dashboard.TOKEN_SUBPROTOCOL_PREFIX + encoded]
+
+    async with connect(
+        service.url, origin=own, subprotocols=offer(service.token), proxy=None
+    ) as conn:
+        assert conn.subprotocol == "cc-executor"  # the plain one: the token is not echoed
+        await conn.send('{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {}}')
+        assert '"pong":true' in str(await conn.recv()).replace(" ", "")
+    assert await _refused(service.url, origin=own, subprotocols=offer("wrong")) == 401
+    # A client that offers no subprotocol is served as before.
+    auth = {"Authorization": f"Bearer {service.token}"}
+    async with connect(service.url, additional_headers=auth, proxy=None) as conn:
+        assert conn.subprotocol is None
