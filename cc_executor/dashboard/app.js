@@ -183,7 +183,7 @@ const app = {
     this.sessions.refresh();
     const want = hashParams().get("task");
     if (want && want !== this.selected) this.open(want);
-    else if (this.selected) this.detail.open(this.selected);
+    else if (this.selected) this.detail.open(this.selected, null, true);
   },
 
   async onClose(opened) {

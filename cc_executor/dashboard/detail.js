@@ -93,7 +93,9 @@ export class Detail {
 
   // ------------------------------------------------------------------ opening
 
-  async open(taskId, rec) {
+  // `reload`: after a reconnect, read the current tab again (a follow stopped with the
+  // connection).
+  async open(taskId, rec, reload = false) {
     const changed = taskId !== this.taskId;
     this.taskId = taskId;
     this.rec = rec || this.rec;
@@ -108,6 +110,7 @@ export class Detail {
     }
     this.render();
     if (changed || !this.tabOpen) this.setTab(errorStream(this.rec));
+    else if (reload) this.setTab(this.tab);
   }
 
   close() {
