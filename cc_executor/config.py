@@ -104,11 +104,23 @@ class Settings(BaseSettings):
     # Claude
     claude_bin: str = "claude"
     strip_anthropic_api_key: bool = True
-    rate_limit_retries: int = 0
-    rate_limit_max_wait_seconds: float = 300.0
+    # Automatic retries (`retries` on execute_claude / session.create): back-off base and
+    # cap, and the longest a rate_limit retry waits for its reset time (else no retry)
+    retry_backoff_seconds: float = Field(default=2.0, gt=0)
+    retry_backoff_max_seconds: float = Field(default=60.0, gt=0)
+    rate_limit_max_wait_seconds: float = Field(default=300.0, ge=0)
+
+    # Hot sessions: a live claude per session, its turns written to its stdin
+    hot_sessions: bool = False
+    hot_idle_seconds: float = Field(default=300.0, gt=0)
+    max_hot_sessions: int = Field(default=8, ge=0)
 
     # Hooks
     hooks: HooksConfig = Field(default_factory=HooksConfig)
+
+    # Workspaces (git worktrees of tasks and sessions; docs/workspaces.md)
+    workspace_dir: Path | None = None  # default <data_dir>/worktrees; may be in a repo only if set
+    workspace_lock_wait_seconds: float = 30.0  # how long a lock held by another git is waited for
 
     @classmethod
     def settings_customise_sources(
@@ -137,6 +149,11 @@ class Settings(BaseSettings):
     @property
     def log_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def worktrees_dir(self) -> Path:
+        """Where task and session worktrees are created."""
+        return self.workspace_dir or self.data_dir / "worktrees"
 
     def websocket_url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host

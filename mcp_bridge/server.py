@@ -27,9 +27,10 @@ from cc_executor.protocol import (
     ExecuteClaudeParams,
     ExecuteParams,
     ProtocolError,
+    WorkspaceOptions,
 )
-from mcp_bridge.backend import Backend, make_backend
 from mcp_bridge.bridge import Bridge, failure
+from mcp_bridge.connect import Connect
 from mcp_bridge.params import params_of
 from mcp_bridge.prompt import cc_execute_prompt
 from mcp_bridge.results import JSON_OPTS as _JSON_OPTS
@@ -42,6 +43,7 @@ from mcp_bridge.results import reporter as _reporter
 from mcp_bridge.session_tools import register_sessions
 from mcp_bridge.sessions import SessionTools
 from mcp_bridge.settings import BridgeSettings
+from mcp_bridge.workspace_tools import register_workspaces
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +111,10 @@ TaskId = Annotated[
 def register(mcp: MCPServer, bridge: Bridge, sessions: SessionTools | None = None) -> None:
     """Add the tools, resources and prompt of cc_executor to `mcp`."""
     s = bridge.settings
-    sessions = sessions or SessionTools(s, bridge.backend)
+    sessions = sessions or SessionTools(s, bridge.transport)
 
     @mcp.tool(title="Run a command", annotations=runs("Run a command"))
+    @params_of(WorkspaceOptions)  # workspace, workspace_keep, base_ref: a worktree of its own
     async def execute_task(
         ctx: Context,
         command: Command,
@@ -121,6 +124,7 @@ def register(mcp: MCPServer, bridge: Bridge, sessions: SessionTools | None = Non
         idle_timeout: IdleTimeout = None,
         env: Env = None,
         name: Name = None,
+        **workspace: Any,
     ) -> CallToolResult:
         """Run a shell command or program as a supervised task and return its result.
 
@@ -138,6 +142,7 @@ def register(mcp: MCPServer, bridge: Bridge, sessions: SessionTools | None = Non
         """
         try:
             p = ExecuteParams(
+                **workspace,
                 command=command,
                 cwd=cwd,
                 timeout=timeout,
@@ -150,7 +155,7 @@ def register(mcp: MCPServer, bridge: Bridge, sessions: SessionTools | None = Non
             return _error(exc)
 
     @mcp.tool(title="Run a fresh Claude instance", annotations=runs("Run a fresh Claude instance"))
-    @params_of(ClaudeOptions)  # model, allowed_tools, ..., as protocol.ClaudeOptions declares them
+    @params_of(ClaudeOptions, WorkspaceOptions)  # as the protocol declares them
     async def execute_claude(
         ctx: Context,
         prompt: Annotated[
@@ -350,7 +355,7 @@ def register(mcp: MCPServer, bridge: Bridge, sessions: SessionTools | None = Non
             "websocket_url": s.websocket_url,
             "wait_timeout": s.wait_timeout,
             "max_output_chars": s.max_output_chars,
-            "backends": await _read(bridge.backend.info()),
+            "backends": await _read(bridge.info()),
             "sessions": await sessions.counts(),
         }
         return _json(info)
@@ -396,6 +401,7 @@ def register(mcp: MCPServer, bridge: Bridge, sessions: SessionTools | None = Non
         return text
 
     register_sessions(mcp, sessions)
+    register_workspaces(mcp, bridge)
 
     # ---------------------------------------------------------------- prompt
 
@@ -412,12 +418,12 @@ def register(mcp: MCPServer, bridge: Bridge, sessions: SessionTools | None = Non
 
 
 def build_server(
-    settings: BridgeSettings | None = None, backend: Backend | None = None
+    settings: BridgeSettings | None = None, connect: Connect | None = None
 ) -> MCPServer:
-    """The MCP server, ready to run; its backend connects on first use."""
+    """The MCP server, ready to run; its transport connects on first use."""
     settings = settings or BridgeSettings()
-    bridge = Bridge(settings, backend or make_backend(settings))
-    sessions = SessionTools(settings, bridge.backend)
+    bridge = Bridge(settings, connect)
+    sessions = SessionTools(settings, bridge.transport)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[dict[str, Any]]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from cc_executor.claude.argv import build_argv, build_env
 from cc_executor.claude.errors import classify
+from cc_executor.claude.ratelimit import RateLimitGate, RateLimits, account_of
 from cc_executor.claude.stream import RESULT_MAX_CHARS, ClaudeStreamState, LineSplitter
 from cc_executor.engine import TaskSpec
 from cc_executor.policy import check_env, program_allowed
@@ -26,6 +27,7 @@ from cc_executor.protocol import (
     TaskStatus,
 )
 from cc_executor.tasks import check_cwd
+from cc_executor.workspaces import request_of
 
 if TYPE_CHECKING:
     from cc_executor.config import Settings
@@ -53,7 +55,13 @@ UUID_INSTRUCTION = (
 class ClaudeObserver:
     """Parses one Claude task's stream-json and finishes its record."""
 
-    def __init__(self, expected_uuid: str | None = None, fail_on_missing: bool = True) -> None:
+    def __init__(
+        self,
+        expected_uuid: str | None = None,
+        fail_on_missing: bool = True,
+        gate: RateLimitGate | None = None,
+    ) -> None:
+        self.gate = gate  # its account's rate-limit window (claude/ratelimit.py)
         self.splitter = LineSplitter()
         self.state = ClaudeStreamState()
         self.stderr_tail = b""
@@ -114,6 +122,8 @@ class ClaudeObserver:
             rec.error = err.message
             if rec.status == TaskStatus.COMPLETED:
                 rec.status = TaskStatus.FAILED  # exit 0 but the CLI reported an error
+        if self.gate is not None:
+            note_rate_limit(self.gate, self.state.rate_limit_info, rec.extra)
         self._verify(rec, failed_already=err is not None or cancelled)
 
     def _verify(self, rec: Any, failed_already: bool) -> None:
@@ -152,7 +162,8 @@ def claude_spec(params: ExecuteClaudeParams, settings: Settings) -> TaskSpec:
     argv = build_argv(params, settings.claude_bin, prompt)
     env = build_env(os.environ, params.env, settings.strip_anthropic_api_key)
     _check_exec_limits(argv, env)
-    extra: dict[str, Any] = {"prompt": params.prompt}
+    gate = RateLimitGate(RateLimits.of(settings), account_of(env))
+    extra: dict[str, Any] = {"prompt": params.prompt, **request_of(params)}
     if params.model:
         extra["requested_model"] = params.model
     if expected:
@@ -166,9 +177,20 @@ def claude_spec(params: ExecuteClaudeParams, settings: Settings) -> TaskSpec:
         idle_timeout=params.idle_timeout,
         name=params.name,
         kind="claude",
-        observer=ClaudeObserver(expected, hook.fail_on_missing),
+        observer=ClaudeObserver(expected, hook.fail_on_missing, gate),
         extra=extra,
+        gate=gate,
     )
+
+
+def note_rate_limit(
+    gate: RateLimitGate, info: dict[str, Any] | None, extra: dict[str, Any]
+) -> None:
+    """Tell the account's table what a finished run said of its rate limit."""
+    if info is not None:
+        gate.limits.observe(gate.account, info)
+    if extra.get("error_kind") == "rate_limit":
+        gate.limits.rate_limited(gate.account, extra.get("reset_at"))
 
 
 def _check_exec_limits(argv: list[str], env: dict[str, str]) -> None:

@@ -8,13 +8,14 @@
     cc-executor sessions list|create|send|status|logs|kill|coordinate|spawn-temp ...
     cc-executor mcp install                        register the MCP server with Claude Code
     cc-executor completion bash|zsh                a shell completion script
+    cc-executor workspaces list | diff TASK | remove TASK    git worktrees of tasks, sessions
 
 TASK is a task id, a unique prefix of one, or a task's name. Human-readable by default,
 `--json` for scripts (errors too, on stdout). Exit codes: `common.EXIT_CODES_HELP`.
 
 Modules: `common` (what every command shares: exit codes, errors, output, the connection),
 `refs` (TASK arguments), `options` (options generated from protocol models), `tasks`,
-`table` (the task table), `claude`, `sessions`, `start`, `mcp`, `completion`.
+`table` (the task table), `claude`, `sessions`, `workspaces`, `start`, `mcp`, `completion`.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from cc_executor.cli.mcp import add_mcp_command
 from cc_executor.cli.sessions import add_sessions_parser
 from cc_executor.cli.start import add_start_command
 from cc_executor.cli.tasks import add_task_commands
+from cc_executor.cli.workspaces import add_workspaces_parser
 
 __all__ = ["build_parser", "exit_code_of", "main"]
 
@@ -59,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_task_commands(sub)
     add_claude_command(sub)
     add_sessions_parser(sub)
+    add_workspaces_parser(sub)
     add_mcp_command(sub)
     add_completion_command(sub, parser)
     return parser

@@ -63,7 +63,7 @@ def banner(service: ExecutorService) -> str:
 
 def start(args: argparse.Namespace) -> int:
     """Serve until SIGTERM or Ctrl-C. Not a `Command`: the service owns the event loop."""
-    from cc_executor.engine.engine import DataDirLocked
+    from cc_executor.engine.datadir import DataDirLocked
     from cc_executor.logs import setup_logging
     from cc_executor.server import run_service, settings_from_args
 

@@ -37,10 +37,18 @@ from cc_executor.cli.common import (
     print_json,
     settings,
 )
+from cc_executor.cli.options import add_options, options_from
 from cc_executor.cli.refs import TASK_HELP, resolve_task
 from cc_executor.cli.table import shown_line, task_table
 from cc_executor.client import ExecutorClient, output_bytes
-from cc_executor.protocol import Action, Notification, ProtocolError, Stream, TaskStatus
+from cc_executor.protocol import (
+    Action,
+    Notification,
+    ProtocolError,
+    Stream,
+    TaskStatus,
+    WorkspaceOptions,
+)
 
 _PAGE = 4 * 1024 * 1024
 _QUIET_BEFORE_TICKER_S = 2.0
@@ -241,6 +249,7 @@ async def _cmd_run(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             idle_timeout=args.idle_timeout,
             name=args.name,
+            **options_from(args, WorkspaceOptions),
         )
         guard.started(handle.task_id)
         if not args.quiet:
@@ -375,6 +384,7 @@ def add_task_commands(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--idle-timeout", type=positive, help="end it after S seconds without output")
     p.add_argument("--name", help="a label for the task (TASK arguments take it)")
     p.add_argument("--quiet", "-q", action="store_true", help="no task id or timer on stderr")
+    add_options(p.add_argument_group("workspace"), WorkspaceOptions)
     p.add_argument(
         "command",
         nargs=argparse.REMAINDER,

@@ -43,6 +43,7 @@ MODULES = (
     "ansi.js",
     "transcript.js",
     "sessions.js",
+    "workspace.js",
 )
 """The page's JavaScript modules (`<script type="module">`, imported by app.js)."""
 

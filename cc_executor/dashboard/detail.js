@@ -21,8 +21,9 @@ import {
 import { LogView } from "./logview.js";
 import { P } from "./rpc.js";
 import { Transcript } from "./transcript.js";
+import { WorkspaceView } from "./workspace.js";
 
-const TABS = ["transcript", "stdout", "stderr"];
+const TABS = ["transcript", "stdout", "stderr", "diff"];
 
 export class Detail {
   constructor(app) {
@@ -32,6 +33,7 @@ export class Detail {
     this.tab = "stdout";
     this.log = new LogView(app.rpc, () => this.logChanged());
     this.transcript = new Transcript(app.rpc, () => {});
+    this.workspace = new WorkspaceView(app.rpc);
     this.wire();
     this.render();
   }
@@ -136,19 +138,19 @@ export class Detail {
       b.setAttribute("aria-selected", String(t === name));
       b.tabIndex = t === name ? 0 : -1;
     }
-    const isLog = name !== "transcript";
-    $("transcript").hidden = isLog;
+    const isLog = name === "stdout" || name === "stderr";
+    $("transcript").hidden = name !== "transcript";
+    $("log-diff").hidden = name !== "diff";
     $("log").hidden = !isLog;
     $("log-tools").hidden = !isLog;
     this.tabOpen = Boolean(this.taskId);
     if (!this.taskId) return;
-    if (isLog) {
-      this.transcript.close();
-      this.log.open(this.taskId, name);
-    } else {
-      this.log.close();
-      this.transcript.open(this.taskId);
-    }
+    if (name !== "transcript") this.transcript.close();
+    if (!isLog) this.log.close();
+    if (name !== "diff") this.workspace.close();
+    if (isLog) this.log.open(this.taskId, name);
+    else if (name === "transcript") this.transcript.open(this.taskId);
+    else this.workspace.load(this.taskId).catch((e) => this.app.message(`diff: ${e.message}`, true));
     this.logChanged();
   }
 
@@ -175,6 +177,11 @@ export class Detail {
       $(id).setAttribute("aria-label", rec ? `${word} task ${taskLabel(rec)}` : word);
     }
     $("tab-transcript").hidden = !rec || rec.kind !== "claude";
+    const wsChanged = this.workspace.setTask(rec);
+    if (this.tab === "diff" && this.taskId) {
+      if (!rec || !rec.workspace) this.setTab(errorStream(rec || {}));
+      else if (wsChanged) this.setTab("diff");
+    }
     if (!rec) return;
     this.facts(rec);
   }

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import functools
 import logging
 import os
@@ -23,7 +22,7 @@ from typing import Any, TypeVar
 
 from cc_executor import __version__
 from cc_executor.config import Settings
-from cc_executor.engine import listing, process  # faces: listing (status filters, paging)
+from cc_executor.engine import datadir, listing, process  # faces: listing (status filters)
 from cc_executor.engine.bus import EventBus, LocalEventBus
 from cc_executor.engine.control import GroupControl
 from cc_executor.engine.events import Subscriber, output_event
@@ -81,10 +80,14 @@ class Engine(GroupControl, OutputServing):
         self._recent: OrderedDict[str, TaskRecord] = OrderedDict()
         self._journal = SpawnJournal(settings.data_dir / "spawned.jsonl")
         from cc_executor.hooks import HookRunner
+        from cc_executor.workspaces import Workspaces
 
         self.hooks = HookRunner(settings, self._journal)
-        self.pre_execute: list[Hook] = [self.hooks.pre]
-        self.post_execute: list[Hook] = [self.hooks.post]
+        # Workspaces (issue 15): a task's worktree is made after the hooks that may refuse
+        # it, and what it changed is on the record before post_execute hooks see it.
+        self.workspaces = Workspaces(self)
+        self.pre_execute: list[Hook] = [self.hooks.pre, self.workspaces.pre_execute]
+        self.post_execute: list[Hook] = [self.workspaces.post_execute, self.hooks.post]
         self.writer = LogWriter()
         self.started_at = time.time()
         self.counters: dict[str, int] = {
@@ -123,8 +126,8 @@ class Engine(GroupControl, OutputServing):
         An engine owns its data dir exclusively (a lock file): recovery marks every task
         it finds running as lost, which is only true when no other engine runs there.
         """
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = _lock_data_dir(self.settings.data_dir)
+        datadir.prepare(self.settings.data_dir, self.log_dir)
+        self._lock_fd = datadir.lock(self.settings.data_dir)
         await self.store.open()
         self._opened = True
         await self._recover()
@@ -184,9 +187,9 @@ class Engine(GroupControl, OutputServing):
         return rec
 
     async def list(self, limit: int = 1000) -> list[TaskRecord]:
+        # A finished record is saved before it is cached, and store reads see every
+        # earlier write: only live records (byte counts still moving) are merged in.
         by_id: dict[str, TaskRecord] = {r.task_id: r for r in await self.store.list(limit)}
-        for rid, rec in self._recent.items():
-            by_id[rid] = rec
         for rid, task in self._live.items():
             by_id[rid] = task.current_record()
         return sorted(by_id.values(), key=lambda r: r.created_at, reverse=True)[:limit]
@@ -194,7 +197,6 @@ class Engine(GroupControl, OutputServing):
     async def page(self, query: StatusParams) -> TaskPage:
         """One page of the filtered task list (faces: the filtering is engine/listing.py)."""
         by_id = {r.task_id: r for r in await self.store.list(listing.SCAN_LIMIT)}
-        by_id.update(self._recent)
         by_id.update((rid, t.current_record()) for rid, t in self._live.items())
         return listing.select(by_id.values(), query)
 
@@ -254,11 +256,32 @@ class Engine(GroupControl, OutputServing):
                 subscriber.hold(record.task_id)  # released once the caller has the reply
             task.subscribers.add(subscriber)
         self._live[record.task_id] = task
-        if self.queue.admit(task):
+        held = spec.gate.holds() if spec.gate is not None else None  # issue 16
+        if held is not None:  # issue 16: queued outside the queue until the gate opens
+            record.extra.update(held)
+            self.store.save(record)
+            self._in_background(self._admit_after_gate(task))
+        elif self.queue.admit(task):
             await self._to_the_end(self._start_guarded(task))
         else:
             self.store.save(record)
         return record
+
+    async def _admit_after_gate(self, task: RunningTask) -> None:
+        """Issue 16: wait for the task's gate, then queue it like any new task."""
+        assert task.spec.gate is not None
+        opened = asyncio.ensure_future(task.spec.gate.wait())
+        either: list[asyncio.Future[Any]] = [opened, task.done]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        opened.cancel()  # a CANCEL (or the engine closing) ended it while held
+        for key in ("waiting_for", "until", "account"):
+            task.record.extra.pop(key, None)
+        if task.final_status is not None or self._closing:
+            return  # cancelled while held
+        if self.queue.admit(task):
+            await self._start_guarded(task)
+        else:
+            self.store.save(task.record)
 
     async def _start(self, task: RunningTask) -> None:
         rec = task.record
@@ -267,7 +290,9 @@ class Engine(GroupControl, OutputServing):
             task.streams[stream] = OutputLog(self.log_path(rec.task_id, stream), self.writer)
         self._journal.append(rec)  # before the spawn too: see engine/journal.py
         try:
-            proc = process.spawn(rec.argv, rec.cwd, {**task.spec.env, TASK_ENV: rec.task_id})
+            stdin = subprocess.PIPE if task.spec.stdin_pipe else subprocess.DEVNULL  # issue 16
+            env = {**task.spec.env, TASK_ENV: rec.task_id}
+            proc = process.spawn(rec.argv, rec.cwd, env, stdin=stdin)
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             self.counters["spawn_failures"] += 1
             rec.error = f"spawn failed: {exc}"
@@ -507,28 +532,23 @@ class Engine(GroupControl, OutputServing):
         self.bus.unlisten(subscriber)
 
 
-class DataDirLocked(RuntimeError):
-    """Another engine (the service, a bridge fallback, an API caller) owns this data dir."""
-
-
-def _lock_data_dir(data_dir: Path) -> int:
-    path = data_dir / "engine.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise DataDirLocked(
-            f"data dir {data_dir} is in use by another cc-executor engine (lock {path}); "
-            "use another data_dir or stop the other one"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
+_env_cache: tuple[dict[bytes, bytes], dict[str, str]] | None = None
 
 
 def command_env(extra: dict[str, str] | None) -> dict[str, str]:
-    env = dict(os.environ)
+    """This process's environment plus `extra`, for a child.
+
+    Decoding os.environ costs ~1 us a variable, on every spawn: the decoded copy is kept
+    while the raw environment (os.environ._data, a plain dict) compares equal.
+    """
+    global _env_cache
+    raw: dict[bytes, bytes] | None = getattr(os.environ, "_data", None)
+    if raw is None:
+        env = dict(os.environ)
+    else:
+        if _env_cache is None or _env_cache[0] != raw:
+            _env_cache = (dict(raw), dict(os.environ))
+        env = dict(_env_cache[1])
     if extra:
         env.update(extra)
     return env

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import sqlite3
 from collections.abc import Callable, Iterable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -41,37 +43,30 @@ class TaskStore(Protocol):
 
 
 def record_to_row(rec: TaskRecord) -> tuple[str, float, str, bytes]:
-    data = {
-        "task_id": rec.task_id,
-        "command": rec.command,
-        "argv": rec.argv,
-        "kind": rec.kind,
-        "name": rec.name,
-        "cwd": rec.cwd,
-        "status": str(rec.status),
-        "pid": rec.pid,
-        "pgid": rec.pgid,
-        "start_ticks": rec.start_ticks,
-        "created_at": rec.created_at,
-        "started_at": rec.started_at,
-        "ended_at": rec.ended_at,
-        "exit_code": rec.exit_code,
-        "signal": rec.signal,
-        "stdout_bytes": rec.stdout_bytes,
-        "stderr_bytes": rec.stderr_bytes,
-        "timeout": rec.timeout,
-        "idle_timeout": rec.idle_timeout,
-        "error": rec.error,
-        "node": rec.node,
-        "extra": rec.extra,
-    }
-    return rec.task_id, rec.created_at, str(rec.status), orjson.dumps(data, default=str)
+    """The row of a record: every field, as one JSON object in field order.
+
+    orjson serializes the (slotted) dataclass itself, with `status` as its string value;
+    anything else it cannot encode, in `extra`, becomes its `str`.
+    """
+    data = orjson.dumps(rec, default=str)
+    return rec.task_id, rec.created_at, str(rec.status), data
+
+
+_FIELDS = tuple(f.name for f in fields(TaskRecord))
+_in_field_order = operator.itemgetter(*_FIELDS)
 
 
 def row_to_record(blob: bytes) -> TaskRecord:
     d: dict[str, Any] = orjson.loads(blob)
     d["status"] = TaskStatus(d["status"])
-    return TaskRecord(**d)
+    if len(d) == len(_FIELDS):
+        try:
+            # Positional: ~6x cheaper than keywords for 21 fields; `status` of 1000
+            # records decodes 1000 rows.
+            return TaskRecord(*_in_field_order(d))
+        except KeyError:
+            pass
+    return TaskRecord(**d)  # a row of another shape: missing fields get their defaults
 
 
 _SCHEMA = """
@@ -97,9 +92,15 @@ class SqliteTaskStore:
 
     shared = False  # one engine's own: its data dir is locked
 
+    # Saves within this long are written together: one wake-up of the store thread for
+    # many saves (a task is saved when it starts and when it ends; a burst of tasks, more).
+    COALESCE_S = 0.005
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = SqliteThread(path, _SCHEMA, "cc-executor-store")
+        self._pending: dict[str, tuple[str, float, str, bytes]] = {}
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def write_errors(self) -> int:
@@ -109,9 +110,29 @@ class SqliteTaskStore:
         await self._db.open()
 
     def save(self, record: TaskRecord) -> None:
-        self._db.put(_UPSERT, record_to_row(record))
+        """Save the record as it is now, written with the next batch (a later save of the
+        same task in the same batch replaces it)."""
+        self._pending[record.task_id] = record_to_row(record)
+        if self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (a test, a tool): write now
+                self._write_pending()
+                return
+            self._timer = loop.call_later(self.COALESCE_S, self._write_pending)
+
+    def _write_pending(self) -> None:
+        """Hand every pending save to the store thread (before any read, so reads see them)."""
+        self._timer, timer = None, self._timer
+        if timer is not None:
+            timer.cancel()
+        if self._pending:
+            rows = list(self._pending.values())
+            self._pending.clear()
+            self._db.put_many(_UPSERT, rows)
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        self._write_pending()  # a read sees every earlier save
         # Shielded: a caller cancelled mid-read (its client went away) must not cancel the
         # thread's future under it; the thread's set_result would raise and end the thread.
         return await asyncio.shield(self._db.call(fn))
@@ -142,4 +163,5 @@ class SqliteTaskStore:
         await self._call(lambda c: None)
 
     async def close(self) -> None:
+        self._write_pending()
         await self._db.close()

@@ -19,11 +19,10 @@ import asyncio
 import contextlib
 import logging
 import time
-import weakref
 from collections import Counter
 from typing import Any
 
-from cc_executor.claude.runner import claude_spec
+from cc_executor.claude.retry import ClaudeRetries
 from cc_executor.config import Settings
 from cc_executor.engine import Engine, Event
 from cc_executor.protocol import (
@@ -48,19 +47,12 @@ from cc_executor.sessions.records import (
 from cc_executor.sessions.store import SessionStore, SqliteSessionStore
 from cc_executor.sessions.temp import spawn_temp
 from cc_executor.sessions.turns import TurnHandle, TurnQueues, apply_record, turn_params
-from cc_executor.tasks import check_cwd
+from cc_executor.tasks import check_cwd, spec_for
 
 log = logging.getLogger(__name__)
 
 WATCH_DEFAULT_MAX_TURNS = 10
 """Continuations watch mode sends when `max_turns` is not given: never unbounded."""
-
-_MANAGERS: weakref.WeakKeyDictionary[Engine, SessionManager] = weakref.WeakKeyDictionary()
-
-
-def manager_for(engine: Engine) -> SessionManager | None:
-    """The started SessionManager driving this engine, if any (how handlers find it)."""
-    return _MANAGERS.get(engine)
 
 
 def message_prompt(sender: Session, message: str) -> str:
@@ -83,7 +75,9 @@ class SessionManager:
             settings.data_dir / "sessions.sqlite3"
         )
         self._sessions: dict[str, Session] = {}
-        self.turns = TurnQueues(engine, settings, self.store, self._notify)
+        # Later attempts of Claude runs with `retries`: session turns and execute_claude
+        self.retries = ClaudeRetries(engine, settings)
+        self.turns = TurnQueues(engine, settings, self.store, self._notify, self.retries)
         self._closing = False
         self._started = False
 
@@ -116,7 +110,6 @@ class SessionManager:
                 s.status = "idle"
                 self.store.save_session(s)
         self._started = True
-        _MANAGERS[self.engine] = self
 
     async def stop(self) -> None:
         """Cancel running turns (their groups end), drop queued ones, close the store."""
@@ -124,8 +117,7 @@ class SessionManager:
             return
         self._closing = True
         await self.turns.stop()
-        if _MANAGERS.get(self.engine) is self:
-            del _MANAGERS[self.engine]
+        await self.retries.stop()
         if self._started:
             await self.store.flush()
             await self.store.close()
@@ -246,8 +238,19 @@ class SessionManager:
             max_turns=max_turns,
             continuation_prompt=p.continuation_prompt,
             turn_timeout=p.turn_timeout,
+            hot=self.settings.hot_sessions if p.hot is None else p.hot,
         )
-        claude_spec(turn_params(s, "check", 1), self.settings)  # allow-list and argv, now
+        spec_for(turn_params(s, "check", 1), self.settings)  # allow-list and argv, now
+        if p.workspace == "worktree":  # one worktree for all its turns (docs/workspaces.md)
+            ws = await self.engine.workspaces.create(
+                "session",
+                s.session_id,
+                name=p.name,
+                cwd=cwd,
+                base_ref=p.base_ref,
+                keep=p.workspace_keep,
+            )
+            s.workspace = ws.public()
         self.add(s)
         log.info("session created", extra={"session_id": s.session_id, "cwd": cwd})
         d = self.describe(s)
@@ -356,6 +359,10 @@ class SessionManager:
         if not s.is_active:
             return {**reply, "killed": False, "message": f"session {s.label} had already ended"}
         cancelled, dropped = await self.turns.kill(s)
+        if s.workspace:  # no turn runs any more: keep or remove its worktree
+            ws = await self.engine.workspaces.finish_session(s.session_id)
+            if ws is not None:
+                s.workspace = ws.public()
         self.end(s, "killed")
         log.info("session killed", extra={"session_id": s.session_id})
         return {

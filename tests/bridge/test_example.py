@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import FAKE_CLAUDE
+from tests.support import FAKE_CLAUDE
+
 from .conftest import ROOT
 
 

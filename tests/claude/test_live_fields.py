@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cc_executor.client import ExecutorClient
-from tests.conftest import eventually
+from tests.support import eventually
 
 
 async def test_a_running_claude_task_shows_its_model_and_turns_so_far(

@@ -17,7 +17,6 @@ from cc_executor.client import ExecutorClient
 from cc_executor.dashboard import CSP
 from cc_executor.protocol import Action, Method, Notification, TaskStatus
 from cc_executor.server import ExecutorService
-from tests.conftest import live_members
 from tests.dashboard.conftest import (
     TICKER,
     expect,
@@ -27,6 +26,7 @@ from tests.dashboard.conftest import (
     row,
     screenshot,
 )
+from tests.support import live_members
 
 # ------------------------------------------------------------------ the live task
 
@@ -256,7 +256,7 @@ async def test_listen_sends_every_tasks_lifecycle_and_stops_on_disconnect(
 
 
 async def _eventually_no_listeners(service: ExecutorService) -> bool:
-    from tests.conftest import wait_until
+    from tests.support import wait_until
 
     return await wait_until(lambda: not service.engine.listeners)
 

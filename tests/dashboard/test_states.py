@@ -4,7 +4,6 @@ the token handling; and actions (start a task, message and kill a session, bulk 
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +18,7 @@ from tests.dashboard.conftest import (
     open_dashboard,
     row,
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support import free_port
 
 
 @needs_chromium

@@ -16,8 +16,8 @@ from cc_executor.config import Settings
 from cc_executor.protocol import ClaudeOptions, SessionCreateParams
 from cc_executor.server import ExecutorService
 from cc_executor.sessions import SqliteSessionStore
-from tests.conftest import FAKE_CLAUDE
 from tests.sessions.conftest import call
+from tests.support import FAKE_CLAUDE
 
 pytestmark = pytest.mark.usefixtures("fake_claude_state")
 
