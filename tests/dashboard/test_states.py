@@ -68,6 +68,7 @@ async def test_offline_banner_when_the_service_stops_and_recovery_when_it_return
         await expect(row(page, ticker.task_id).locator(".status")).to_have_text("cancelled")
         await expect(page.locator("#failure")).to_contain_text("the service shut down")
     finally:
+        await page.goto("about:blank")  # no more reconnect attempts once it stops
         await second.stop()
     # The reconnect attempts failed on the console (the service was down), never with
     # the token in what it printed.

@@ -8,7 +8,7 @@ from typing import Any
 
 from cc_executor.client import ExecutorClient
 from cc_executor.server import ExecutorService
-from tests.dashboard.test_dashboard import expect, needs_chromium, open_dashboard, screenshot
+from tests.dashboard.conftest import expect, needs_chromium, open_dashboard, screenshot
 
 
 @needs_chromium
