@@ -401,7 +401,7 @@ class StatusParams(BaseModel):
 
 class OutputParams(TaskRef):
     stream: Stream = Stream.STDOUT
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=2**53 - 1)  # JSON's largest exact integer
     limit: int = Field(default=1024 * 1024, ge=0, le=16 * 1024 * 1024)
 
 
