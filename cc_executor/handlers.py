@@ -19,7 +19,6 @@ from cc_executor.claude.ratelimit import RateLimits
 from cc_executor.engine import Engine, Subscriber, TaskRecord
 from cc_executor.engine.brief import brief
 from cc_executor.protocol import (
-    PARAMS,
     ControlParams,
     EmptyParams,
     ErrorCode,
@@ -32,6 +31,7 @@ from cc_executor.protocol import (
     SubscribeParams,
     UnsubscribeParams,
 )
+from cc_executor.protocol_families import PARAMS
 from cc_executor.sessions.handlers import SESSION_ROUTES
 from cc_executor.tasks import TaskParams, spec_for
 from cc_executor.workspaces.handlers import WORKSPACE_ROUTES
