@@ -19,7 +19,6 @@ from cc_executor.claude.ratelimit import RateLimits
 from cc_executor.engine import Engine, Subscriber, TaskRecord
 from cc_executor.engine.brief import brief
 from cc_executor.protocol import (
-    PARAMS,
     ControlParams,
     EmptyParams,
     ErrorCode,
@@ -32,6 +31,7 @@ from cc_executor.protocol import (
     SubscribeParams,
     UnsubscribeParams,
 )
+from cc_executor.protocol_families import PARAMS
 from cc_executor.sessions.handlers import SESSION_ROUTES
 from cc_executor.tasks import TaskParams, spec_for
 from cc_executor.workspaces.handlers import WORKSPACE_ROUTES
@@ -131,9 +131,15 @@ async def control(conn: Conn, p: ControlParams) -> dict[str, Any]:
 async def status(conn: Conn, p: StatusParams) -> dict[str, Any]:
     if p.task_id is not None:
         return (await conn.engine.get(p.task_id)).to_dict()
-    tasks = await conn.engine.list(p.limit)
+    page = await conn.engine.page(p)  # faces: filters and paging, engine/listing.py
     stats = {**conn.engine.stats(), "rate_limits": RateLimits.of(conn.settings).snapshot()}
-    return {"tasks": [brief(t.to_dict()) for t in tasks], "stats": stats}
+    return {
+        "tasks": [brief(t.to_dict()) for t in page.tasks],
+        "total": page.total,
+        "offset": page.offset,
+        "counts": page.counts,
+        "stats": stats,
+    }
 
 
 async def output(conn: Conn, p: OutputParams) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Structured logs: one JSON object per line (task ids included), to stderr or a file.
+"""Structured logs: one JSON object per line (task ids included), or one text line with the
+same fields as key=value, to stderr or a file.
 
 A warning or error repeated in a burst (the same message from the same place: an accept
 error for each of a thousand sockets) is written `RepeatLimiter.burst` times per window,
@@ -34,6 +35,25 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(out, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """One readable line; the structured fields (url, task_id, ...) follow as key=value."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = [
+            f"{k}={v}"
+            for k, v in record.__dict__.items()
+            if k not in _STD_ATTRS and not k.startswith("_")
+        ]
+        if not fields:
+            return line
+        head, sep, rest = line.partition("\n")  # a traceback stays below the fields
+        return f"{head} {' '.join(fields)}{sep}{rest}"
 
 
 class RepeatLimiter(logging.Filter):
@@ -80,7 +100,7 @@ def setup_logging(level: str = "INFO", fmt: str = "json", file: Path | None = No
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -36,7 +36,12 @@ from cc_executor import __version__, door, jsonrpc
 from cc_executor.auth import ensure_token, token_matches
 from cc_executor.claude.ratelimit import RateLimits
 from cc_executor.config import Settings
-from cc_executor.dashboard import asset_response, own_origins
+from cc_executor.dashboard import (
+    asset_response,
+    own_origins,
+    select_subprotocol,
+    token_from_subprotocols,
+)
 from cc_executor.engine import Event, Subscriber, SubscriberClosed, reaper
 from cc_executor.engine.events import holds_of_this_request
 from cc_executor.handlers import ROUTES, Conn
@@ -90,6 +95,7 @@ class ExecutorService:
             self.settings.host,
             self.settings.port,
             process_request=self._process_request,
+            select_subprotocol=select_subprotocol,  # faces: the dashboard's (no token echoed)
             create_connection=_guarded_connection(self._handshakes),
             open_timeout=self.settings.handshake_timeout,
             compression=None,  # deflate costs more than it saves on loopback
@@ -182,6 +188,8 @@ class ExecutorService:
         else:
             tokens = parse_qs(url.query).get("token")
             given = tokens[0] if tokens else None
+            if given is None:  # faces: the dashboard offers it as a subprotocol
+                given = token_from_subprotocols(request.headers.get_all("Sec-WebSocket-Protocol"))
         if not token_matches(self.token, given):
             return _json_response(HTTPStatus.UNAUTHORIZED, {"error": "missing or invalid token"})
         if self._connections >= self.settings.max_connections:
@@ -405,8 +413,11 @@ def _peer_host(connection: ServerConnection) -> str:
     return str(addr)
 
 
-async def run_service(settings: Settings) -> None:
+async def run_service(
+    settings: Settings, on_started: Callable[[ExecutorService], None] | None = None
+) -> None:
     """Start the service and serve until SIGINT/SIGTERM, then end every task and exit.
+    `on_started` sees the started service (`cc-executor start` prints its banner).
 
     The service owns its process: it raises its own soft fd limit, becomes a child
     subreaper (so what leaves a task's group is still its child, engine/reaper.py) and
@@ -419,6 +430,8 @@ async def run_service(settings: Settings) -> None:
     try:
         service = ExecutorService(settings)
         await service.start()
+        if on_started is not None:
+            on_started(service)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -67,6 +67,7 @@ class ClaudeObserver:
         self.stderr_tail = b""
         self.expected_uuid = expected_uuid
         self.fail_on_missing = fail_on_missing
+        self.assistant_turns = 0
 
     def on_output(self, task: RunningTask, stream: Stream, data: bytes) -> None:
         if stream == Stream.STDERR:
@@ -78,12 +79,23 @@ class ClaudeObserver:
     def _line(self, task: RunningTask, line: bytes) -> None:
         compact = self.state.feed_line(line)
         if compact is not None:
+            self._live_fields(task, compact)
             text = compact.get("text")
             if isinstance(text, str) and len(text) > EVENT_TEXT_MAX_CHARS:
                 compact["text"] = text[:EVENT_TEXT_MAX_CHARS]
                 compact["text_truncated"] = True
                 compact["text_chars"] = len(text)
             task.emit(Notification.CLAUDE_EVENT, {"task_id": task.task_id, "event": compact})
+
+    def _live_fields(self, task: RunningTask, compact: dict[str, Any]) -> None:
+        """While it runs, its record shows the model and the turns so far (the dashboard's
+        live cost column); `on_finish` replaces them with the result's."""
+        extra = task.record.extra
+        if compact.get("type") == "assistant":
+            self.assistant_turns += 1
+            extra["num_turns"] = self.assistant_turns
+        if self.state.model:
+            extra["model"] = self.state.model
 
     def on_finish(self, task: RunningTask) -> None:
         for line in self.splitter.flush():

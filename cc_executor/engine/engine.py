@@ -21,12 +21,13 @@ from typing import Any, TypeVar
 
 from cc_executor import __version__
 from cc_executor.config import Settings
-from cc_executor.engine import datadir, process
+from cc_executor.engine import datadir, listing, process  # faces: listing (status filters)
 from cc_executor.engine.bus import EventBus, LocalEventBus
 from cc_executor.engine.control import GroupControl
 from cc_executor.engine.events import Subscriber, output_event
 from cc_executor.engine.journal import TASK_ENV, SpawnJournal
 from cc_executor.engine.lifecycle import transition
+from cc_executor.engine.listing import TaskPage  # faces
 from cc_executor.engine.output import LogWriter, OutputLog
 from cc_executor.engine.queue import LocalTaskQueue, TaskQueue
 from cc_executor.engine.recent import RecentRecords
@@ -39,6 +40,7 @@ from cc_executor.protocol import (
     ErrorCode,
     Notification,
     ProtocolError,
+    StatusParams,  # faces
     Stream,
     TaskStatus,
 )
@@ -194,6 +196,12 @@ class Engine(GroupControl, OutputServing):
         for rid, task in self._live.items():
             by_id[rid] = task.current_record()
         return sorted(by_id.values(), key=lambda r: r.created_at, reverse=True)[:limit]
+
+    async def page(self, query: StatusParams) -> TaskPage:
+        """One page of the filtered task list (faces: the filtering is engine/listing.py)."""
+        by_id = {r.task_id: r for r in await self.store.list(listing.SCAN_LIMIT)}
+        by_id.update((rid, t.current_record()) for rid, t in self._live.items())
+        return listing.select(by_id.values(), query)
 
     def stats(self) -> dict[str, Any]:
         return {
