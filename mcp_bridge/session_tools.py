@@ -16,7 +16,7 @@ from mcp.server.mcpserver.exceptions import ResourceError
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
-from cc_executor.protocol import SessionCreateParams
+from cc_executor.protocol_families import SessionCreateParams
 from mcp_bridge.bridge import failure
 from mcp_bridge.params import params_of
 from mcp_bridge.results import JSON_OPTS, error, guard, ok, peer_cancelled, reads, reporter, runs

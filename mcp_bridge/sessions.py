@@ -23,7 +23,8 @@ from typing import Any, TypeVar
 
 import anyio
 
-from cc_executor.protocol import PARAMS, ErrorCode, Method, ProtocolError
+from cc_executor.protocol import ErrorCode, Method, ProtocolError
+from cc_executor.protocol_families import PARAMS
 from cc_executor.transport import ExecutorConnectionError, ServiceUnavailable, Transport
 from mcp_bridge.failures import ToolFailure, failure
 from mcp_bridge.settings import BridgeSettings

@@ -15,7 +15,8 @@ from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
-from cc_executor.protocol import PARAMS, ErrorCode, Method
+from cc_executor.protocol import ErrorCode, Method
+from cc_executor.protocol_families import PARAMS
 from cc_executor.transport import ServiceUnavailable
 from mcp_bridge.bridge import Bridge
 from mcp_bridge.failures import ToolFailure

@@ -10,15 +10,8 @@ from pathlib import Path
 import httpx
 
 from cc_executor.handlers import ROUTES
-from cc_executor.protocol import (
-    PARAMS,
-    Action,
-    ErrorCode,
-    Method,
-    Notification,
-    Stream,
-    TaskStatus,
-)
+from cc_executor.protocol import Action, ErrorCode, Method, Notification, Stream, TaskStatus
+from cc_executor.protocol_families import PARAMS
 from cc_executor.server import ExecutorService
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ from cc_executor.claude.errors import classify
 from cc_executor.claude.ratelimit import RateLimitGate, RateLimits, account_of
 from cc_executor.claude.stream import RESULT_MAX_CHARS, ClaudeStreamState, LineSplitter
 from cc_executor.engine import TaskSpec
-from cc_executor.policy import check_env, program_allowed
+from cc_executor.policy import claude_run, without_service_secrets
 from cc_executor.protocol import (
     ErrorCode,
     ExecuteClaudeParams,
@@ -146,21 +146,16 @@ class ClaudeObserver:
 
 def claude_spec(params: ExecuteClaudeParams, settings: Settings) -> TaskSpec:
     """The TaskSpec of one fresh `claude -p` run."""
-    allowed = settings.allowed_commands
-    if allowed is not None and not (
-        program_allowed(settings.claude_bin, allowed)
-        or program_allowed(os.path.basename(settings.claude_bin), allowed)
-    ):
-        raise ProtocolError(
-            ErrorCode.COMMAND_NOT_ALLOWED,
-            f"the claude binary {settings.claude_bin!r} is not in allowed_commands",
-        )
-    check_env(params.env, allowed)  # the same env tricks would steer the allowed claude
+    cwd = check_cwd(params.cwd)
+    run = claude_run(params, settings, cwd)  # the allow-list: policy.py
     hook = settings.hooks.uuid_verification
     expected = str(uuid.uuid4()) if hook.enabled else None
     prompt = params.prompt + UUID_INSTRUCTION.format(uuid=expected) if expected else None
-    argv = build_argv(params, settings.claude_bin, prompt)
-    env = build_env(os.environ, params.env, settings.strip_anthropic_api_key)
+    checked = params.model_copy(update={"mcp_config": run.mcp_config})
+    argv = build_argv(checked, run.claude_bin, prompt, run.flags)
+    env = without_service_secrets(
+        build_env(os.environ, params.env, settings.strip_anthropic_api_key)
+    )
     _check_exec_limits(argv, env)
     gate = RateLimitGate(RateLimits.of(settings), account_of(env))
     extra: dict[str, Any] = {"prompt": params.prompt, **request_of(params)}
@@ -172,7 +167,7 @@ def claude_spec(params: ExecuteClaudeParams, settings: Settings) -> TaskSpec:
         command=argv,
         argv=argv,
         env=env,
-        cwd=check_cwd(params.cwd),
+        cwd=cwd,
         timeout=params.timeout,
         idle_timeout=params.idle_timeout,
         name=params.name,

@@ -43,13 +43,8 @@ from cc_executor.cli.common import (
 )
 from cc_executor.cli.options import add_options, options_from
 from cc_executor.client import ExecutorClient
-from cc_executor.protocol import (
-    CLAUDE_OPTIONS,
-    ClaudeOptions,
-    Method,
-    SessionCreateParams,
-    TaskStatus,
-)
+from cc_executor.protocol import CLAUDE_OPTIONS, ClaudeOptions, Method, TaskStatus
+from cc_executor.protocol_families import SessionCreateParams
 
 __all__ = ["add_sessions_parser", "run_sessions_command", "sessions_main"]
 

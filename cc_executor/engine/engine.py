@@ -15,7 +15,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +30,7 @@ from cc_executor.engine.lifecycle import transition
 from cc_executor.engine.listing import TaskPage  # faces
 from cc_executor.engine.output import LogWriter, OutputLog
 from cc_executor.engine.queue import LocalTaskQueue, TaskQueue
+from cc_executor.engine.recent import RecentRecords
 from cc_executor.engine.records import TaskRecord, new_task_id
 from cc_executor.engine.recovery import recover
 from cc_executor.engine.serving import OutputServing
@@ -77,7 +77,7 @@ class Engine(GroupControl, OutputServing):
         self.bus: EventBus = bus or LocalEventBus()
         self.log_dir = settings.log_dir
         self._live: dict[str, RunningTask] = {}
-        self._recent: OrderedDict[str, TaskRecord] = OrderedDict()
+        self._recent = RecentRecords(settings.recent_tasks_bytes, _RECENT_LIMIT)  # harden: bytes
         self._journal = SpawnJournal(settings.data_dir / "spawned.jsonl")
         from cc_executor.hooks import HookRunner
         from cc_executor.workspaces import Workspaces
@@ -149,7 +149,10 @@ class Engine(GroupControl, OutputServing):
         for task in live:
             self._terminate(task, TaskStatus.CANCELLED, "service shutting down")
         if live:
-            await asyncio.wait([t.done for t in live], timeout=self.settings.kill_grace_seconds + 3)
+            # harden: the group's grace, then its escapees' (process.end_tagged)
+            await asyncio.wait(
+                [t.done for t in live], timeout=2 * self.settings.kill_grace_seconds + 3
+            )
         for task in live:
             if task.record.pgid is not None:
                 process.kill_group_now(task.record.pgid)
@@ -436,6 +439,9 @@ class Engine(GroupControl, OutputServing):
             process.signal_group(rec.pgid, signal.SIGCONT)
             process.kill_group_now(rec.pgid)
             task.group_signalled = True
+        # harden: and what left the group (it may hold the pipes); _complete waits for it
+        grace = self.settings.kill_grace_seconds
+        self._in_background(process.end_tagged(rec.task_id, grace, after=_spawned(rec)))
         if task.open_pipes > 0:
             # Normally EOF follows at once; a process that escaped the group may hold a pipe.
             loop = asyncio.get_running_loop()
@@ -461,6 +467,9 @@ class Engine(GroupControl, OutputServing):
             if not await process.wait_group_gone(rec.pgid):
                 process.kill_group_now(rec.pgid)
                 await process.wait_group_gone(rec.pgid)
+        if rec.pid is not None:  # harden: escapees (process.end_tagged)
+            grace = self.settings.kill_grace_seconds
+            await process.end_tagged(rec.task_id, grace, after=_spawned(rec))
         for stream, out in task.streams.items():
             out.finish()
             # Final means every byte is in the log file: a reader of the file, or of
@@ -494,9 +503,7 @@ class Engine(GroupControl, OutputServing):
         self.bus.publish(Notification.COMPLETED, params)
         self._live.pop(rec.task_id, None)
         self._journal.maybe_compact(t.record for t in self._live.values())
-        self._recent[rec.task_id] = rec
-        while len(self._recent) > _RECENT_LIMIT:
-            self._recent.popitem(last=False)
+        self._recent[rec.task_id] = rec  # harden: evicts by bytes and count (engine/recent.py)
         if not task.done.done():
             task.done.set_result(rec)
         self.queue.release()
@@ -552,3 +559,10 @@ def command_env(extra: dict[str, str] | None) -> dict[str, str]:
     if extra:
         env.update(extra)
     return env
+
+
+def _spawned(rec: TaskRecord) -> tuple[int, float] | None:
+    """harden: the leader's pid and spawn time (process.end_tagged looks at later pids)."""
+    if rec.pid is None or rec.started_at is None:
+        return None
+    return rec.pid, rec.started_at

@@ -14,7 +14,8 @@ import uuid
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from cc_executor.protocol import ErrorCode, ProtocolError, SessionCoordinateParams, TaskStatus
+from cc_executor.protocol import ErrorCode, ProtocolError, TaskStatus
+from cc_executor.protocol_families import SessionCoordinateParams
 from cc_executor.sessions.records import Session
 
 if TYPE_CHECKING:

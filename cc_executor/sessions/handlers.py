@@ -10,11 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cc_executor import jsonrpc
-from cc_executor.protocol import (
+from cc_executor.protocol import ErrorCode, Method, ProtocolError
+from cc_executor.protocol_families import (
     PARAMS,
-    ErrorCode,
-    Method,
-    ProtocolError,
     SessionCoordinateParams,
     SessionCreateParams,
     SessionListParams,

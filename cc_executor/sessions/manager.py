@@ -25,14 +25,11 @@ from typing import Any
 from cc_executor.claude.retry import ClaudeRetries
 from cc_executor.config import Settings
 from cc_executor.engine import Engine, Event
-from cc_executor.protocol import (
-    ErrorCode,
-    Notification,
-    ProtocolError,
+from cc_executor.protocol import ErrorCode, Notification, ProtocolError, TaskStatus
+from cc_executor.protocol_families import (
     SessionCoordinateParams,
     SessionCreateParams,
     SessionSpawnTempParams,
-    TaskStatus,
 )
 from cc_executor.sessions.coordinate import coordinate
 from cc_executor.sessions.records import (

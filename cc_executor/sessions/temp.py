@@ -13,7 +13,8 @@ import contextlib
 import shlex
 from typing import TYPE_CHECKING, Any
 
-from cc_executor.protocol import ClaudeOptions, ProtocolError, SessionSpawnTempParams, Stream
+from cc_executor.protocol import ClaudeOptions, ProtocolError, Stream
+from cc_executor.protocol_families import SessionSpawnTempParams
 from cc_executor.sessions.records import Session, new_session_id
 from cc_executor.tasks import check_cwd
 

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from cc_executor import jsonrpc
 from cc_executor.engine.output import encode_data, incomplete_utf8_tail
-from cc_executor.protocol import (
+from cc_executor.protocol import Method
+from cc_executor.protocol_families import (
     PARAMS,
-    Method,
     WorkspaceDiffParams,
     WorkspaceListParams,
     WorkspaceRemoveParams,

@@ -15,12 +15,15 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from pydantic import BaseModel
 
 from cc_executor.protocol import (
-    PARAMS,
     ControlParams,
     ExecuteClaudeParams,
     ExecuteParams,
     Method,
     OutputParams,
+    StatusParams,
+)
+from cc_executor.protocol_families import (
+    PARAMS,
     SessionCoordinateParams,
     SessionCreateParams,
     SessionListParams,
@@ -28,7 +31,6 @@ from cc_executor.protocol import (
     SessionRef,
     SessionSendParams,
     SessionSpawnTempParams,
-    StatusParams,
     WorkspaceDiffParams,
     WorkspaceListParams,
     WorkspaceRemoveParams,

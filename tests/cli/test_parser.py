@@ -12,7 +12,8 @@ from pathlib import Path
 from cc_executor import __version__
 from cc_executor.cli import build_parser, main
 from cc_executor.cli.options import flag_of
-from cc_executor.protocol import ClaudeOptions, SessionCreateParams
+from cc_executor.protocol import ClaudeOptions
+from cc_executor.protocol_families import SessionCreateParams
 
 ROOT = Path(__file__).resolve().parents[2]
 

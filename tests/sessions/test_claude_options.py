@@ -13,7 +13,8 @@ import pytest
 
 from cc_executor.client import ExecutorClient
 from cc_executor.config import Settings
-from cc_executor.protocol import ClaudeOptions, SessionCreateParams
+from cc_executor.protocol import ClaudeOptions
+from cc_executor.protocol_families import SessionCreateParams
 from cc_executor.server import ExecutorService
 from cc_executor.sessions import SqliteSessionStore
 from tests.sessions.conftest import call

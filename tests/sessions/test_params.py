@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from cc_executor.protocol import (
+from cc_executor.protocol import Method
+from cc_executor.protocol_families import (
     PARAMS,
-    Method,
     SessionCoordinateParams,
     SessionCreateParams,
     SessionSendParams,
