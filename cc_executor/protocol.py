@@ -136,6 +136,9 @@ _Strict = ConfigDict(extra="forbid")
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
 
+NODE_PIN_DOC = "Cluster mode: run it on this node only (a node id); default: any free node."
+
+
 class ExecuteParams(BaseModel):
     """`execute`: run a command. A string goes through the configured shell; a list is exec'd."""
 
@@ -147,6 +150,7 @@ class ExecuteParams(BaseModel):
     timeout: PositiveSeconds | None = None
     idle_timeout: PositiveSeconds | None = None
     name: str | None = Field(default=None, max_length=256)
+    node: str | None = Field(default=None, min_length=1, description=NODE_PIN_DOC)
 
     @field_validator("command")
     @classmethod
@@ -208,6 +212,7 @@ class ExecuteClaudeParams(ClaudeOptions):
     timeout: PositiveSeconds | None = None
     idle_timeout: PositiveSeconds | None = None
     name: str | None = Field(default=None, max_length=256)
+    node: str | None = Field(default=None, min_length=1, description=NODE_PIN_DOC)
 
     @model_validator(mode="after")
     def _fork_needs_resume(self) -> ExecuteClaudeParams:

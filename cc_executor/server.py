@@ -28,6 +28,7 @@ from websockets.http11 import Request, Response
 
 from cc_executor import __version__, jsonrpc
 from cc_executor.auth import ensure_token, token_matches
+from cc_executor.cluster.routing import cluster_routes
 from cc_executor.config import Settings
 from cc_executor.dashboard import asset_response, own_origins
 from cc_executor.engine import Engine, Event, Subscriber, SubscriberClosed, build_engine
@@ -60,6 +61,9 @@ class ExecutorService:
         self.settings = settings
         self.engine = engine or build_engine(settings)
         self.sessions = SessionManager(self.engine, settings)
+        cluster = self.engine.cluster
+        # In a cluster, calls about another node's tasks are served by that node.
+        self.routes = ROUTES if cluster is None else cluster_routes(ROUTES, cluster)
         self.token = ""
         self._server: Server | None = None
         self._connections = 0
@@ -71,6 +75,10 @@ class ExecutorService:
 
     async def start(self) -> None:
         self.token = ensure_token(self.settings)
+        cluster = self.engine.cluster
+        if cluster is not None:
+            await cluster.check_reachable()
+            self.token = await cluster.shared_token(self.token)
         await self.engine.start()
         await self.sessions.start()
         self._server = await serve(
@@ -84,6 +92,8 @@ class ExecutorService:
             ping_timeout=60,
             server_header=f"cc-executor/{__version__}",
         )
+        if cluster is not None:
+            cluster.service_url = self.url
         log.info(
             "cc-executor listening",
             extra={"url": self.url, "data_dir": str(self.settings.data_dir)},
@@ -121,9 +131,12 @@ class ExecutorService:
 
     def health(self) -> dict[str, Any]:
         stats = self.engine.stats()
+        cluster = self.engine.cluster
         return {
             "status": "ok",
             "version": __version__,
+            "node": self.settings.node,
+            "cluster": None if cluster is None else cluster.health(),
             "running": stats["running"],
             "paused": stats["paused"],
             "queued": stats["queued"],
@@ -216,7 +229,7 @@ class ExecutorService:
                 if isinstance(item, dict):
                     replies.append(item)
                 else:
-                    calls.append(jsonrpc.call(ROUTES, item, conn))
+                    calls.append(jsonrpc.call(self.routes, item, conn))
             if len(calls) == 1:
                 r = await calls[0]
                 if r is not None:
@@ -284,12 +297,16 @@ def build_arg_parser(prog: str = "cc-executor start") -> argparse.ArgumentParser
     p.add_argument("--port", type=int, help="port (default 8003)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
     p.add_argument("--data-dir", help="where records, logs and the token live")
+    p.add_argument(
+        "--redis-url",
+        help="cluster mode: redis://[:password@]HOST:PORT/DB, shared by every node",
+    )
     return p
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
-    for key in ("host", "port", "log_level", "data_dir"):
+    for key in ("host", "port", "log_level", "data_dir", "redis_url"):
         value = getattr(args, key, None)
         if value is not None:
             overrides[key] = value

@@ -17,9 +17,9 @@ import subprocess
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cc_executor import __version__
 from cc_executor.config import Settings
@@ -29,8 +29,8 @@ from cc_executor.engine.control import GroupControl
 from cc_executor.engine.events import Subscriber, output_event
 from cc_executor.engine.journal import TASK_ENV, SpawnJournal
 from cc_executor.engine.lifecycle import transition
-from cc_executor.engine.output import LogWriter, OutputLog
-from cc_executor.engine.queue import LocalTaskQueue, TaskQueue
+from cc_executor.engine.output import LogWriter, OutputLog, OutputSink
+from cc_executor.engine.queue import Admission, LocalTaskQueue, TaskQueue
 from cc_executor.engine.records import TaskRecord, new_task_id
 from cc_executor.engine.recovery import recover
 from cc_executor.engine.serving import OutputServing
@@ -43,6 +43,9 @@ from cc_executor.protocol import (
     Stream,
     TaskStatus,
 )
+
+if TYPE_CHECKING:
+    from cc_executor.cluster.node import ClusterNode
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -94,6 +97,10 @@ class Engine(GroupControl, OutputServing):
         self._opened = False
         self._lock_fd: int | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        # Cluster mode (cc_executor/cluster): the node's parts, and a copy of every chunk
+        # of output to its Redis stream. Both None on a single host.
+        self.cluster: ClusterNode | None = None
+        self.output_sink: OutputSink | None = None
 
     def _in_background(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run a coroutine without awaiting it, holding a reference until it ends."""
@@ -128,10 +135,17 @@ class Engine(GroupControl, OutputServing):
         await self._recover()
         self._journal.open()
         self.writer.start()
+        if self.cluster is not None:
+            await self.cluster.start()
 
     async def _recover(self) -> None:
         lost = await recover(
-            self.store, self._journal, self.log_path, self.node, self.hooks.recover
+            self.store,
+            self._journal,
+            self.log_path,
+            self.node,
+            self.hooks.recover,
+            owns_unassigned=not self.queue.shared,
         )
         self.counters["lost_on_start"] += lost
 
@@ -148,6 +162,8 @@ class Engine(GroupControl, OutputServing):
         for task in live:
             if task.record.pgid is not None:
                 process.kill_group_now(task.record.pgid)
+        if self.cluster is not None:
+            await self.cluster.stop()
         await asyncio.to_thread(self.writer.stop)
         if self._opened:
             await self.store.flush()
@@ -224,7 +240,7 @@ class Engine(GroupControl, OutputServing):
                     f"{label} {value} exceeds max_timeout {s.max_timeout}",
                     {"max_timeout": s.max_timeout},
                 )
-        self.queue.check_capacity()
+        await self.queue.check_capacity()
         record = TaskRecord(
             task_id=new_task_id(),
             command=spec.command,
@@ -238,18 +254,30 @@ class Engine(GroupControl, OutputServing):
         )
         for hook in self.pre_execute:
             await hook(record)  # raises ProtocolError(HOOK_REJECTED) to refuse
-        self.queue.check_capacity()  # again: others may have come in while the hooks ran
+        await self.queue.check_capacity()  # again: others may have come in while the hooks ran
         task = RunningTask(record, spec, self.log_dir)
         if subscriber is not None:
             if subscriber.hold_new_tasks:
                 subscriber.hold(record.task_id)  # released once the caller has the reply
             task.subscribers.add(subscriber)
         self._live[record.task_id] = task
-        if self.queue.admit(task):
+        admission = await self.queue.admit(task)
+        if admission is Admission.START:
             await self._to_the_end(self._start_guarded(task))
-        else:
+        elif admission is Admission.WAIT:
             self.store.save(record)
+        else:  # the shared queue has it (and its record): the node that takes it runs it
+            self._live.pop(record.task_id, None)
         return record
+
+    async def run_taken(
+        self, record: TaskRecord, spec: TaskSpec, subscribers: Iterable[Subscriber] = ()
+    ) -> None:
+        """Start a task taken from a shared queue (cluster mode), its slot already counted."""
+        task = RunningTask(record, spec, self.log_dir)
+        task.subscribers.update(subscribers)
+        self._live[record.task_id] = task
+        await self._to_the_end(self._start_guarded(task))
 
     async def _start(self, task: RunningTask) -> None:
         rec = task.record
@@ -334,6 +362,8 @@ class Engine(GroupControl, OutputServing):
     def _on_output(self, task: RunningTask, stream: Stream, data: bytes) -> None:
         out = task.streams[stream]
         chunk = out.append(data)
+        if self.output_sink is not None:
+            self.output_sink.append(task.task_id, stream, out.offset - len(data), data)
         task.last_output = time.monotonic()
         if self.writer.throttled and not task.reading_paused:
             self._pause_reading(task)
@@ -454,6 +484,8 @@ class Engine(GroupControl, OutputServing):
                 await hook(rec)
             except Exception:
                 log.exception("post_execute hook failed for task %s", rec.task_id)
+        if self.output_sink is not None:
+            await self.output_sink.finish(rec.task_id)  # every byte readable before "completed"
         self.store.save(rec)
         params = rec.completed_params()
         task.emit(Notification.COMPLETED, params)

@@ -1,0 +1,220 @@
+"""Each task stream's output in a Redis stream, written as it is read, readable by offset.
+
+Entry ids are offsets: the chunk that starts at byte `o` of the task stream is entry
+`<o>-1` with one field, `d`, its bytes. So a reader finds the chunk holding any offset
+with one XREVRANGE, and retention is trimmed by offset (`XTRIM MINID <end - retention>`):
+Redis holds at most `output_retention_bytes` of each task stream. The node's log file
+stays the full local copy; older ranges are read from the node that ran the task.
+
+`OutputStreams` is the owner's `OutputSink` (the engine hands it every chunk; one writer
+task sends them, coalesced and pipelined, so the loop never waits on Redis) and every
+node's reader of these streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+
+from redis.exceptions import RedisError, ResponseError
+
+from cc_executor.cluster import keys
+from cc_executor.cluster.connection import RECONNECT_DELAY, Redis
+from cc_executor.protocol import Stream
+
+log = logging.getLogger(__name__)
+
+ENTRY_BYTES = 1024 * 1024  # contiguous chunks are joined into entries of up to this size
+PENDING_LIMIT = 64 * 1024 * 1024  # unsent bytes kept while Redis is slow or away
+FINISH_WAIT_S = 2.0  # how long a finishing task waits for its last chunks to reach Redis
+
+# KEYS: stream; ARGV: start, limit. Returns {first retained offset, end, bytes}; first = -1
+# when the stream is empty or missing. The bytes run from `start` up to `limit` of them,
+# stopping at a gap (a range trimmed or never written).
+_READ = """
+local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+if #first == 0 then return {-1, -1, ''} end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local function off(id) return tonumber(string.match(id, '^(%d+)')) end
+local lo = off(first[1][1])
+local hi = off(last[1][1]) + #last[1][2][2]
+local start = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+if start < lo or start >= hi then return {lo, hi, ''} end
+local e = redis.call('XREVRANGE', KEYS[1], ARGV[1] .. '-1', '-', 'COUNT', 1)
+local parts = {}
+local got = 0
+local pos = off(e[1][1])
+local id = e[1][1]
+local d = e[1][2][2]
+if pos + #d <= start then return {lo, hi, ''} end
+local piece = string.sub(d, start - pos + 1, start - pos + limit)
+parts[1] = piece
+got = #piece
+pos = pos + #d
+while got < limit and pos < hi do
+  local more = redis.call('XRANGE', KEYS[1], '(' .. id, '+', 'COUNT', 8)
+  if #more == 0 then break end
+  for _, m in ipairs(more) do
+    if off(m[1]) ~= pos or got >= limit then got = limit + 1 break end
+    local dd = m[2][2]
+    local take = string.sub(dd, 1, limit - got)
+    parts[#parts + 1] = take
+    got = got + #take
+    pos = pos + #dd
+    id = m[1]
+  end
+end
+return {lo, hi, table.concat(parts)}
+"""
+
+
+class OutputStreams:
+    def __init__(self, redis: Redis, retention: int) -> None:
+        self.redis = redis
+        self.retention = retention
+        self._read = redis.register_script(_READ)
+        # (task, stream) -> chunks not yet sent, as (offset, bytes), in order
+        self._pending: dict[tuple[str, Stream], list[tuple[int, bytes]]] = defaultdict(list)
+        self._pending_bytes = 0
+        self._sent_to: dict[tuple[str, Stream], int] = {}  # end of what Redis holds (ours)
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self.dropped_bytes = 0  # not sent: Redis was away too long (the log file has them)
+
+    # ------------------------------------------------------------ the owner's side
+
+    def start(self) -> None:
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+
+    async def stop(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._writer
+            self._writer = None
+
+    def append(self, task_id: str, stream: Stream, offset: int, data: bytes) -> None:
+        self._pending[(task_id, stream)].append((offset, data))
+        self._pending_bytes += len(data)
+        if self._pending_bytes > PENDING_LIMIT:
+            self._shed()
+        self._wake.set()
+
+    def _shed(self) -> None:
+        """Redis is not keeping up: forget the oldest unsent chunks (readers will find a
+        gap there and ask the owner's log file)."""
+        for chunks in self._pending.values():
+            while chunks and self._pending_bytes > PENDING_LIMIT // 2:
+                _, data = chunks.pop(0)
+                self._pending_bytes -= len(data)
+                self.dropped_bytes += len(data)
+
+    async def finish(self, task_id: str) -> None:
+        if not any(k[0] == task_id and v for k, v in self._pending.items()):
+            self._forget(task_id)
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(task_id, []).append(fut)
+        self._wake.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(fut, FINISH_WAIT_S)
+        self._forget(task_id)
+
+    def _forget(self, task_id: str) -> None:
+        for stream in Stream:
+            self._sent_to.pop((task_id, stream), None)
+            chunks = self._pending.pop((task_id, stream), None)
+            if chunks:  # given up on (Redis away): the owner's log file still has them
+                n = sum(len(d) for _, d in chunks)
+                self._pending_bytes -= n
+                self.dropped_bytes += n
+
+    async def _write_loop(self) -> None:
+        while True:
+            if not any(self._pending.values()):
+                self._wake.clear()
+                self._resolve_waiters()
+                await self._wake.wait()
+                continue
+            batch = {k: v for k, v in self._pending.items() if v}
+            for k in batch:
+                self._pending[k] = []
+            try:
+                await self._send(batch)
+            except (RedisError, OSError):
+                for k, chunks in batch.items():  # back in front, in order
+                    self._pending[k] = chunks + self._pending.get(k, [])
+                await asyncio.sleep(RECONNECT_DELAY)
+                continue
+            self._pending_bytes -= sum(len(d) for v in batch.values() for _, d in v)
+            for k in [k for k, v in self._pending.items() if not v]:
+                del self._pending[k]
+            self._resolve_waiters()
+
+    def _resolve_waiters(self) -> None:
+        for task_id in list(self._waiters):
+            if not any(k[0] == task_id and v for k, v in self._pending.items()):
+                for fut in self._waiters.pop(task_id):
+                    if not fut.done():
+                        fut.set_result(None)
+
+    async def _send(self, batch: dict[tuple[str, Stream], list[tuple[int, bytes]]]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for (task_id, stream), chunks in batch.items():
+            key = keys.output(task_id, stream)
+            end = 0
+            for offset, data in _coalesce(chunks):
+                pipe.xadd(key, {"d": data}, id=f"{offset}-1")
+                end = offset + len(data)
+            if self.retention and end > self.retention:
+                pipe.xtrim(key, minid=f"{end - self.retention}-0")
+            self._sent_to[(task_id, stream)] = end
+        for res in await pipe.execute(raise_on_error=False):
+            # An id at or below the top: sent before, by a pipeline cut short. Harmless.
+            if isinstance(res, Exception) and not isinstance(res, ResponseError):
+                raise res
+
+    # ------------------------------------------------------------ every reader's side
+
+    async def read(
+        self, task_id: str, stream: Stream, start: int, limit: int
+    ) -> tuple[bytes, int, int]:
+        """(bytes from `start`, first retained offset, end in Redis); first is -1 when Redis
+        holds nothing of this stream. The bytes are empty when Redis lacks `start`."""
+        lo, hi, data = await self._read(keys=[keys.output(task_id, stream)], args=[start, limit])
+        return bytes(data), int(lo), int(hi)
+
+    async def tail_end(self, task_id: str, stream: Stream) -> tuple[int, bytes]:
+        """(end offset, id of the last entry) of what Redis holds of a stream (0, 0-0)."""
+        last = await self.redis.xrevrange(keys.output(task_id, stream), "+", "-", count=1)
+        if not last:
+            return 0, b"0-0"
+        entry_id, fields = last[0]
+        return entry_offset(entry_id) + len(fields[b"d"]), entry_id
+
+
+def entry_offset(entry_id: bytes) -> int:
+    return int(entry_id.split(b"-", 1)[0])
+
+
+def _coalesce(chunks: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+    """Join contiguous chunks into entries of up to ENTRY_BYTES."""
+    out: list[tuple[int, bytes]] = []
+    parts: list[bytes] = []
+    start = size = 0
+    for offset, data in chunks:
+        if parts and (offset != start + size or size + len(data) > ENTRY_BYTES):
+            out.append((start, b"".join(parts)))
+            parts = []
+        if not parts:
+            start, size = offset, 0
+        parts.append(data)
+        size += len(data)
+    if parts:
+        out.append((start, b"".join(parts)))
+    return out
