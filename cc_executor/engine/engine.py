@@ -72,11 +72,14 @@ class Engine(GroupControl, OutputServing):
     ) -> None:
         self.settings = settings
         self.node = settings.node
-        self.store: TaskStore = store or SqliteTaskStore(settings.db_path)
-        self.queue: TaskQueue[RunningTask] = queue or LocalTaskQueue(
-            settings.max_concurrent_tasks, settings.max_queued_tasks
+        # `is None`, not `or`: a queue with nothing waiting has len() 0.
+        self.store: TaskStore = SqliteTaskStore(settings.db_path) if store is None else store
+        self.queue: TaskQueue[RunningTask] = (
+            LocalTaskQueue(settings.max_concurrent_tasks, settings.max_queued_tasks)
+            if queue is None
+            else queue
         )
-        self.bus: EventBus = bus or LocalEventBus()
+        self.bus: EventBus = LocalEventBus() if bus is None else bus
         self.log_dir = settings.log_dir
         self._live: dict[str, RunningTask] = {}
         self._recent: OrderedDict[str, TaskRecord] = OrderedDict()
