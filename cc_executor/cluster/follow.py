@@ -95,6 +95,7 @@ class Followed:
         self.owner: str | None = None
         self.completed = False
         self.final: dict[str, Any] | None = None  # the completion's params, once known
+        self.started = False  # process.started was given to the subscribers
         self.ready = asyncio.Event()  # the tail positions are known
 
 
@@ -169,6 +170,27 @@ class Followers:
     def _wake_tailer(self) -> None:
         self._spawn(self.redis.xadd(self._wake_key, {"w": b"1"}, maxlen=16))
 
+    async def announce_started(self, task_id: str) -> None:
+        """A task that started before its caller followed it (forwarded to its node):
+        `process.started` from its record, as its caller would have had it."""
+        f = self.tasks.get(task_id)
+        rec = await self.store.get(task_id)
+        if f is None or f.started or rec is None or rec.pid is None:
+            return
+        f.started = True
+        f.owner = rec.node or f.owner
+        params = {
+            "task_id": rec.task_id,
+            "pid": rec.pid,
+            "status": "running",
+            "command": rec.command,
+            "kind": rec.kind,
+            "name": rec.name,
+        }
+        ev = Event(Notification.STARTED, params)
+        for sub in tuple(f.subscribers):
+            sub.push(ev)
+
     def adopt(self, task_id: str) -> list[Subscriber]:
         """This node takes a task it was following (it queued it): its subscribers become
         the running task's own, as on a single host. Nothing has been delivered yet."""
@@ -202,6 +224,10 @@ class Followers:
             return
         if node:
             f.owner = node
+        if method == Notification.STARTED:
+            if f.started:
+                return
+            f.started = True
         if method == Notification.COMPLETED:
             self._complete(f, params)
             return

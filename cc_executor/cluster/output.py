@@ -27,6 +27,7 @@ from cc_executor.protocol import Stream
 log = logging.getLogger(__name__)
 
 ENTRY_BYTES = 1024 * 1024  # contiguous chunks are joined into entries of up to this size
+MIN_ENTRY_BYTES = 64 * 1024  # (smaller entries under a small retention: see entry_bytes)
 PENDING_LIMIT = 64 * 1024 * 1024  # unsent bytes kept while Redis is slow or away
 FINISH_WAIT_S = 2.0  # how long a finishing task waits for its last chunks to reach Redis
 
@@ -75,6 +76,9 @@ class OutputStreams:
     def __init__(self, redis: Redis, retention: int) -> None:
         self.redis = redis
         self.retention = retention
+        # Trimming drops whole entries: with entries of at most 1/16 of the retention,
+        # Redis keeps at least 15/16 of it (and never more than all of it).
+        self.entry_bytes = max(MIN_ENTRY_BYTES, min(ENTRY_BYTES, retention // 16))
         self._read = redis.register_script(_READ)
         # (task, stream) -> chunks not yet sent, as (offset, bytes), in order
         self._pending: dict[tuple[str, Stream], list[tuple[int, bytes]]] = defaultdict(list)
@@ -168,11 +172,11 @@ class OutputStreams:
         for (task_id, stream), chunks in batch.items():
             key = keys.output(task_id, stream)
             end = 0
-            for offset, data in _coalesce(chunks):
+            for offset, data in _coalesce(chunks, self.entry_bytes):
                 pipe.xadd(key, {"d": data}, id=f"{offset}-1")
                 end = offset + len(data)
             if self.retention and end > self.retention:
-                pipe.xtrim(key, minid=f"{end - self.retention}-0")
+                pipe.xtrim(key, minid=f"{end - self.retention}-0", approximate=False)
             self._sent_to[(task_id, stream)] = end
         for res in await pipe.execute(raise_on_error=False):
             # An id at or below the top: sent before, by a pipeline cut short. Harmless.
@@ -202,13 +206,13 @@ def entry_offset(entry_id: bytes) -> int:
     return int(entry_id.split(b"-", 1)[0])
 
 
-def _coalesce(chunks: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
-    """Join contiguous chunks into entries of up to ENTRY_BYTES."""
+def _coalesce(chunks: list[tuple[int, bytes]], most: int) -> list[tuple[int, bytes]]:
+    """Join contiguous chunks into entries of up to `most` bytes (a longer chunk stays whole)."""
     out: list[tuple[int, bytes]] = []
     parts: list[bytes] = []
     start = size = 0
     for offset, data in chunks:
-        if parts and (offset != start + size or size + len(data) > ENTRY_BYTES):
+        if parts and (offset != start + size or size + len(data) > most):
             out.append((start, b"".join(parts)))
             parts = []
         if not parts:

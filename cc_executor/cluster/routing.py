@@ -106,6 +106,7 @@ class _Routes:
         if sub.hold_new_tasks:
             sub.hold(res["task_id"])  # its events follow this reply
         await self.c.followers.follow(res["task_id"], sub, {Stream.STDOUT: 0, Stream.STDERR: 0})
+        await self.c.followers.announce_started(res["task_id"])
         return res
 
     # ------------------------------------------------------------ control
