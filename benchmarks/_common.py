@@ -1,26 +1,38 @@
-"""Helpers shared by the benchmark scripts: machine info, percentiles, tables, RSS, services.
+"""Helpers shared by the benchmark scripts: machine info, percentiles, tables, scratch dirs,
+and the service as a separate process (from tests/support, shared with the tests).
 
-Benchmarks are run by hand (`python benchmarks/bench_*.py`); nothing here is imported by
-the packages or the tests.
+Benchmarks are run by hand (`python benchmarks/bench_*.py` from the repository root);
+nothing here is imported by the packages or the tests.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime
 import os
 import platform
-import secrets
-import signal
-import socket
+import shutil
 import sys
-import time
-from collections.abc import Sequence
+import tempfile
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+# `python benchmarks/bench_x.py` puts benchmarks/ on sys.path, not the repository root:
+# add the root so the benchmarks share tests/support with the tests.
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.support import (  # noqa: E402
+    ServiceProcess,
+    free_port,
+    group_running,
+    group_stopped,
+    live_members,
+    vm_status,
+    wait_until,
+)
 
 MB = 1024 * 1024
 
@@ -105,85 +117,56 @@ def print_table(rows: Sequence[Row]) -> None:
         print(line(c))
 
 
-def vm_status(pid: int, *fields: bytes) -> dict[bytes, int]:
-    """Memory fields (b"VmRSS", b"VmHWM", ...) of /proc/<pid>/status, in bytes."""
-    out: dict[bytes, int] = {}
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for raw in f:
-                key, _, rest = raw.partition(b":")
-                if key in fields:
-                    out[key] = int(rest.split()[0]) * 1024
-    except OSError:
-        pass
-    return out
-
-
 def vm_rss_bytes(pid: int) -> int:
     """VmRSS of a process, in bytes (0 if gone)."""
-    return vm_status(pid, b"VmRSS").get(b"VmRSS", 0)
+    return vm_status(pid, "VmRSS").get("VmRSS", 0)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@contextlib.contextmanager
+def scratch_dir(prefix: str = "cc-bench-") -> Iterator[Path]:
+    """A temporary directory, deleted with everything in it when the block ends.
+
+    Data dirs hold every task's output log: a benchmark that streamed 1.5 GB and left it
+    behind slows the next run's disk, so every run cleans up after itself.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
-class ServiceProcess:
-    """`python -m cc_executor.server` as a child process, configured through the environment."""
-
-    def __init__(self, data_dir: Path, **env: str) -> None:
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.token = secrets.token_urlsafe(24)
-        self.env = {
-            **os.environ,
-            "CC_EXECUTOR_DATA_DIR": str(data_dir),
-            "CC_EXECUTOR_PORT": str(self.port),
-            "CC_EXECUTOR_AUTH_TOKEN": self.token,
-            "CC_EXECUTOR_LOG_FILE": str(data_dir / "service.log"),
-            **env,
-        }
-        self.proc: asyncio.subprocess.Process | None = None
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    async def start(self, timeout: float = 20.0) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "cc_executor.server",
-            env=self.env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout
-        async with httpx.AsyncClient(trust_env=False) as http:
-            while True:
-                if self.proc.returncode is not None:
-                    raise RuntimeError(f"service exited with {self.proc.returncode}")
-                with contextlib.suppress(httpx.HTTPError):
-                    r = await http.get(f"http://127.0.0.1:{self.port}/health", timeout=1.0)
-                    if r.status_code == 200:
-                        return
-                if time.monotonic() > deadline:
-                    raise RuntimeError("service did not come up")
-                await asyncio.sleep(0.05)
-
-    async def stop(self, timeout: float = 15.0) -> None:
-        if self.proc is None or self.proc.returncode is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
+@contextlib.asynccontextmanager
+async def service_process(**env: str) -> AsyncIterator[ServiceProcess]:
+    """`python -m cc_executor.server` in a scratch data dir (its log beside it), started;
+    stopped and its data deleted at the end."""
+    with scratch_dir() as root:
+        svc = ServiceProcess(root / "data", root / "service.log", **env)
         try:
-            await asyncio.wait_for(self.proc.wait(), timeout)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
+            await svc.start()
+            yield svc
+        finally:
+            await svc.stop_async()
+
+
+__all__ = [
+    "MB",
+    "ROOT",
+    "Row",
+    "ServiceProcess",
+    "free_port",
+    "group_running",
+    "group_stopped",
+    "live_members",
+    "load_average",
+    "machine_info",
+    "ms",
+    "percentile",
+    "print_machine_info",
+    "print_table",
+    "scratch_dir",
+    "service_process",
+    "vm_rss_bytes",
+    "vm_status",
+    "wait_until",
+]

@@ -26,16 +26,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from mcp.client import Client
-from mcp.client.stdio import StdioServerParameters
-
-sys.path.insert(0, str(Path(__file__).parent))
 from _common import (
     Row,
     ServiceProcess,
@@ -43,7 +38,10 @@ from _common import (
     percentile,
     print_machine_info,
     print_table,
+    scratch_dir,
 )
+from mcp.client import Client
+from mcp.client.stdio import StdioServerParameters
 
 EMPTY_SERVER = """
 from mcp.server.mcpserver import MCPServer
@@ -157,14 +155,17 @@ async def main() -> int:
     args = ap.parse_args()
 
     print_machine_info()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-mcp-"))
+    with scratch_dir("bench-mcp-") as tmp:
+        return await run(args, tmp)
+
+
+async def run(args: argparse.Namespace, tmp: Path) -> int:
     base_env = {
         "PATH": os.environ.get("PATH", ""),
         "HOME": str(tmp),
         "CC_EXECUTOR_LOG_LEVEL": "WARNING",
     }
     service = ServiceProcess(tmp / "service", CC_EXECUTOR_LOG_LEVEL="WARNING")
-    (tmp / "service").mkdir()
     await service.start()
     try:
         remote_env = {
@@ -204,8 +205,7 @@ async def main() -> int:
                 prof.wait()
                 top_frames(tmp / "profile.txt")
     finally:
-        await service.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        await service.stop_async()
 
     p50 = {k: percentile(v, 50) for k, v in times.items()}
     p99 = {k: percentile(v, 99) for k, v in times.items()}

@@ -18,8 +18,8 @@
                started the task and then reads nothing; dropped bytes from status stats.
                                                                       target <= 64 MB
 
-Benchmarks 1-4 run the service in this process (client and service share one event loop,
-so the client's own decoding is included); 5 runs `python -m cc_executor.server`.
+Benchmarks 1a and 2-4 run the service in this process (client and service share one event loop,
+so the client's own decoding is included); 1b and 5 run `python -m cc_executor.server`.
 """
 
 from __future__ import annotations
@@ -29,27 +29,27 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from pathlib import Path
 from typing import Any
 
 import orjson
 from _common import (
     MB,
     Row,
-    ServiceProcess,
+    live_members,
     load_average,
     ms,
     percentile,
     print_machine_info,
     print_table,
+    scratch_dir,
+    service_process,
     vm_rss_bytes,
     vm_status,
+    wait_until,
 )
 from websockets.asyncio.client import connect
 
@@ -83,22 +83,17 @@ GROUP_OF_3 = ["sh", "-c", "sleep 100 & sleep 100 & wait"]
 
 @contextlib.asynccontextmanager
 async def in_process_service(**overrides: Any) -> AsyncIterator[ExecutorService]:
-    """A real service on an ephemeral loopback port, in a throwaway data dir."""
-    data_dir = Path(tempfile.mkdtemp(prefix="cc-bench-"))
-    settings = Settings(data_dir=data_dir, port=0, kill_grace_seconds=1.0, **overrides)
-    # As deployed: JSON log lines at INFO, here to a file in the data dir.
-    setup_logging("INFO", "json", data_dir / "service.log")
-    service = ExecutorService(settings)
-    await service.start()
-    try:
-        yield service
-    finally:
-        await service.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
-def live_states(pgid: int) -> dict[int, str]:
-    return {p: s for p, s in process.group_members(pgid).items() if s not in "ZX"}
+    """A real service on an ephemeral loopback port, in a data dir deleted afterwards."""
+    with scratch_dir() as data_dir:
+        settings = Settings(data_dir=data_dir, port=0, kill_grace_seconds=1.0, **overrides)
+        # As deployed: JSON log lines at INFO, here to a file in the data dir.
+        setup_logging("INFO", "json", data_dir / "service.log")
+        service = ExecutorService(settings)
+        await service.start()
+        try:
+            yield service
+        finally:
+            await service.stop()
 
 
 def fmt_rate(nbytes: int, seconds: float) -> str:
@@ -157,10 +152,8 @@ async def bench_throughput(mib: int, repeats: int = 3, separate: bool = False) -
     lossless = True
     dropped_total = 0
     async with contextlib.AsyncExitStack() as stack:
-        if separate:
-            proc = ServiceProcess(Path(tempfile.mkdtemp(prefix="cc-bench-")))
-            await proc.start()
-            stack.push_async_callback(proc.stop)
+        if separate:  # its data dir (500 MB of logs per run) is deleted at the end
+            proc = await stack.enter_async_context(service_process())
             url, token = proc.url, proc.token
         else:
             svc = await stack.enter_async_context(in_process_service())
@@ -240,16 +233,12 @@ async def bench_spawn(n: int) -> list[Row]:
 
 
 async def wait_members(pgid: int, count: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while len(live_states(pgid)) < count:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"group {pgid} never reached {count} processes")
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: len(live_members(pgid)) >= count, timeout, f"{count} in {pgid}")
 
 
 def check_group(pgid: int, stopped: bool, expect: int = 3) -> bool:
     """Every member of the group is stopped (T/t), or none is."""
-    states = live_states(pgid)
+    states = live_members(pgid)
     if len(states) != expect:
         return False
     return all((s in "Tt") == stopped for s in states.values())
@@ -397,10 +386,7 @@ async def bench_concurrent(n: int) -> list[Row]:
 
 
 async def bench_rss(mib: int) -> list[Row]:
-    data_dir = Path(tempfile.mkdtemp(prefix="cc-bench-rss-"))
-    svc = ServiceProcess(data_dir)
-    try:
-        await svc.start()
+    async with service_process() as svc:
         headers = {"Authorization": f"Bearer {svc.token}"}
         async with (
             ExecutorClient(svc.url, svc.token) as observer,
@@ -434,13 +420,10 @@ async def bench_rss(mib: int) -> list[Row]:
             elapsed = time.perf_counter() - t0
             # VmHWM (peak RSS) also catches a spike between two samples; a start-up peak
             # above rss_before would only make the growth figure more pessimistic.
-            mem = vm_status(svc.pid, b"VmRSS", b"VmHWM")
-            peak = max(peak, mem.get(b"VmRSS", 0), mem.get(b"VmHWM", 0))
+            mem = vm_status(svc.pid, "VmRSS", "VmHWM")
+            peak = max(peak, mem.get("VmRSS", 0), mem.get("VmHWM", 0))
             record = await observer.status(task_id)
             stats = (await observer.status(limit=1))["stats"]
-    finally:
-        await svc.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
     growth = peak - rss_before
     logged_ok = record["stdout_bytes"] == mib * MB and record["status"] == "completed"
     return [

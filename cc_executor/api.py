@@ -5,11 +5,12 @@
     r = cc_execute(command=["pytest", "-q"], timeout=600)    # any command
     print(r.status, r.exit_code, r.result or r.output)
 
-Every call goes through the same in-process `Engine` the service uses (same process
-groups, timeouts, logs and records). One engine serves the whole process: it runs on a
-background event-loop thread, so sync callers and async callers on any loop share it,
-and it owns its data dir (`<data_dir>/api`) alone. Cancelling a call (Ctrl-C, task
-cancellation) cancels its process group before the call returns.
+Every call goes through an in-process transport (`cc_executor.transport.inprocess`): the
+service's own handlers on an engine in this process, so the same process groups, timeouts,
+logs, records and replies. One transport serves the whole process: it runs on a background
+event-loop thread, so sync callers and async callers on any loop share it, and its engine
+owns its data dir (`<data_dir>/api`) alone. Cancelling a call (Ctrl-C, task cancellation)
+cancels its process group before the call returns.
 """
 
 from __future__ import annotations
@@ -23,19 +24,28 @@ import queue
 import threading
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from cc_executor.client import output_bytes
 from cc_executor.config import Settings
-from cc_executor.engine import DataDirLocked, Engine, Subscriber, SubscriberClosed
-from cc_executor.engine.records import TaskRecord
-from cc_executor.protocol import Action, ExecuteClaudeParams, ExecuteParams, Stream
-from cc_executor.tasks import command_spec
+from cc_executor.protocol import (
+    Action,
+    ExecuteClaudeParams,
+    ExecuteParams,
+    Method,
+    Notification,
+    ProtocolError,
+    Stream,
+)
+from cc_executor.tasks import TaskParams
+from cc_executor.transport.inprocess import InProcessTransport
 
 EventCallback = Callable[[str, dict[str, Any]], Any]
 """Called as callback(method, params) for each notification of the task."""
+Deliver = Callable[[str, dict[str, Any]], None]
+"""Hands one notification on to the caller's thread or loop (never blocks)."""
 
-_EVENT_QUEUE_BYTES = 64 * 1024 * 1024
+_PAGE_BYTES = 16 * 1024 * 1024  # the most one `output` call returns
 
 
 @dataclass
@@ -62,22 +72,22 @@ class ExecutionResult:
         return self.status == "completed"
 
     @classmethod
-    def from_record(cls, rec: TaskRecord, stdout: bytes, stderr: bytes) -> ExecutionResult:
-        d = rec.to_dict()
+    def from_record(cls, d: dict[str, Any], stdout: bytes, stderr: bytes) -> ExecutionResult:
+        """From a task's record (the `status` result) and its two streams."""
         return cls(
-            task_id=rec.task_id,
-            status=str(rec.status),
-            exit_code=rec.exit_code,
-            signal=rec.signal,
+            task_id=d["task_id"],
+            status=str(d["status"]),
+            exit_code=d.get("exit_code"),
+            signal=d.get("signal"),
             output=stdout.decode("utf-8", "replace"),
             stderr=stderr.decode("utf-8", "replace"),
             result=d.get("result"),
             claude_session_id=d.get("claude_session_id"),
             total_cost_usd=d.get("total_cost_usd"),
             error_kind=d.get("error_kind"),
-            error=rec.error,
+            error=d.get("error"),
             verification=d.get("verification"),
-            duration_s=rec.duration_s,
+            duration_s=d.get("duration_s"),
             record=d,
         )
 
@@ -85,43 +95,88 @@ class ExecutionResult:
         return {k: v for k, v in self.__dict__.items() if k != "record"} | {"record": self.record}
 
 
-# ---------------------------------------------------------------------------- the engine
+# ---------------------------------------------------------------------------- the transport
 
 
-class _ApiEngine:
-    """One engine on a daemon event-loop thread, started on first use."""
+@dataclass(eq=False)
+class _Follower:
+    """One call's task: where its events go (when the caller wants them) and its end."""
+
+    done: asyncio.Future[dict[str, Any]]
+    deliver: Deliver | None
+
+
+class _Api:
+    """The in-process transport on this loop, and the calls following their tasks.
+
+    Every notification of the transport comes here; each goes to the call that started
+    its task, which registers as soon as it has the `execute` result (nothing of the task
+    comes before it).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        base = settings.data_dir
+        self.transport = InProcessTransport(
+            settings, self._on_notification, data_dirs=[base / "api", base / f"api-{os.getpid()}"]
+        )
+        self._following: dict[str, _Follower] = {}
+
+    def _on_notification(self, method: str, params: dict[str, Any]) -> None:
+        follower = self._following.get(params.get("task_id") or "")
+        if follower is None:
+            return
+        if follower.deliver is not None:
+            follower.deliver(method, params)
+        if method == Notification.COMPLETED and not follower.done.done():
+            follower.done.set_result(params)
+
+    def follow(self, task_id: str, deliver: Deliver | None) -> _Follower:
+        follower = _Follower(asyncio.get_running_loop().create_future(), deliver)
+        self._following[task_id] = follower
+        return follower
+
+    def forget(self, task_id: str) -> None:
+        self._following.pop(task_id, None)
+
+
+class _ApiRuntime:
+    """One `_Api` on a daemon event-loop thread, started on first use."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._engine: Engine | None = None
+        self._api: _Api | None = None
         self.settings: Settings | None = None
 
     def configure(self, settings: Settings) -> None:
         with self._lock:
-            if self._engine is not None:
+            if self._api is not None:
                 raise RuntimeError("configure() must come before the first call")
             self.settings = settings
 
-    def _start(self) -> tuple[asyncio.AbstractEventLoop, Engine]:
+    def _start(self) -> tuple[asyncio.AbstractEventLoop, _Api]:
         with self._lock:
-            if self._loop is not None and self._engine is not None:
-                return self._loop, self._engine
+            if self._loop is not None and self._api is not None:
+                return self._loop, self._api
             settings = self.settings or Settings()
             loop = asyncio.new_event_loop()
             threading.Thread(target=loop.run_forever, name="cc-executor-api", daemon=True).start()
-            engine = asyncio.run_coroutine_threadsafe(_open_engine(settings), loop).result()
-            self._loop, self._engine, self.settings = loop, engine, engine.settings
+            try:
+                api = asyncio.run_coroutine_threadsafe(_open(settings), loop).result()
+            except BaseException:
+                loop.call_soon_threadsafe(loop.stop)
+                raise
+            self._loop, self._api, self.settings = loop, api, settings
             atexit.register(self.shutdown)
-            return loop, engine
+            return loop, api
 
-    def submit(self, make: Callable[[Engine, Settings], Coroutine[Any, Any, Any]]) -> _Call:
-        loop, engine = self._start()
+    def submit(self, make: Callable[[_Api], Coroutine[Any, Any, Any]]) -> _Call:
+        loop, api = self._start()
         settled: concurrent.futures.Future[None] = concurrent.futures.Future()
 
         async def run() -> Any:
             try:
-                return await make(engine, engine.settings)
+                return await make(api)
             finally:
                 settled.set_result(None)
 
@@ -130,12 +185,12 @@ class _ApiEngine:
     def shutdown(self) -> None:
         """End every task still running and stop the engine (also run at exit)."""
         with self._lock:
-            loop, engine = self._loop, self._engine
-            self._loop = self._engine = None
-        if loop is None or engine is None:
+            loop, api = self._loop, self._api
+            self._loop = self._api = None
+        if loop is None or api is None:
             return
         try:
-            asyncio.run_coroutine_threadsafe(engine.close(), loop).result(timeout=30)
+            asyncio.run_coroutine_threadsafe(api.transport.aclose(), loop).result(timeout=30)
         finally:
             loop.call_soon_threadsafe(loop.stop)
 
@@ -158,19 +213,13 @@ class _Call:
         await asyncio.shield(asyncio.wrap_future(self.settled))
 
 
-async def _open_engine(settings: Settings) -> Engine:
-    base = settings.data_dir
-    for data_dir in (base / "api", base / f"api-{os.getpid()}"):
-        engine = Engine(settings.model_copy(update={"data_dir": data_dir}))
-        try:
-            await engine.start()
-        except DataDirLocked:
-            continue  # another process's API engine owns it
-        return engine
-    raise DataDirLocked(f"no free API data dir under {base}")
+async def _open(settings: Settings) -> _Api:
+    api = _Api(settings)
+    await api.transport.start()  # a data dir problem shows at the first call, not later
+    return api
 
 
-_API = _ApiEngine()
+_API = _ApiRuntime()
 
 
 def configure(settings: Settings) -> None:
@@ -186,7 +235,9 @@ def shutdown() -> None:
 # ---------------------------------------------------------------------------- one task
 
 
-def _params(prompt: str | None, command: str | list[str] | None, params: dict[str, Any]) -> Any:
+def _params(
+    prompt: str | None, command: str | list[str] | None, params: dict[str, Any]
+) -> TaskParams:
     if (prompt is None) == (command is None):
         raise ValueError("give exactly one of prompt (a Claude task) or command")
     clean = {k: v for k, v in params.items() if v is not None}
@@ -196,63 +247,46 @@ def _params(prompt: str | None, command: str | list[str] | None, params: dict[st
     return ExecuteParams(command=command, **clean)
 
 
-async def _run_on_engine(
-    engine: Engine,
-    settings: Settings,
-    p: ExecuteParams | ExecuteClaudeParams,
-    deliver: Callable[[str, dict[str, Any]], None] | None,
-) -> ExecutionResult:
-    if isinstance(p, ExecuteClaudeParams):
-        from cc_executor.claude.runner import claude_spec
-
-        spec = claude_spec(p, settings)
-    else:
-        spec = command_spec(p, settings)
-    sub = Subscriber(_EVENT_QUEUE_BYTES) if deliver is not None else None
-    rec = await engine.execute(spec, sub)
-    pump = asyncio.create_task(_pump(sub, deliver)) if sub is not None and deliver else None
+async def _run(api: _Api, p: TaskParams, deliver: Deliver | None) -> ExecutionResult:
+    method = Method.EXECUTE_CLAUDE if isinstance(p, ExecuteClaudeParams) else Method.EXECUTE
+    transport = api.transport
+    started = await transport.call(method, p.model_dump(exclude_unset=True))
+    task_id: str = started["task_id"]
+    follower = api.follow(task_id, deliver)  # at once: nothing of the task came before it
     try:
-        rec = await engine.wait(rec.task_id)
+        await asyncio.shield(follower.done)
     except asyncio.CancelledError:
         # The caller gave up (Ctrl-C, cancellation): no process may outlive the call.
-        await asyncio.shield(_cancel_quietly(engine, rec.task_id))
+        await asyncio.shield(_cancel_quietly(api, task_id))
         raise
     finally:
-        if sub is not None:
-            sub.close()
-        if pump is not None:
-            await asyncio.shield(pump)
-    out = await _read_all(engine, rec.task_id, Stream.STDOUT)
-    err = await _read_all(engine, rec.task_id, Stream.STDERR)
-    return ExecutionResult.from_record(rec, out, err)
+        api.forget(task_id)
+    record = await transport.call(Method.STATUS, {"task_id": task_id})
+    out = await _read_all(api, task_id, Stream.STDOUT)
+    err = await _read_all(api, task_id, Stream.STDERR)
+    return ExecutionResult.from_record(record, out, err)
 
 
-async def _cancel_quietly(engine: Engine, task_id: str) -> None:
+async def _cancel_quietly(api: _Api, task_id: str) -> None:
     try:
-        await engine.control(task_id, Action.CANCEL)
-    except Exception:
+        await api.transport.call(Method.CONTROL, {"task_id": task_id, "action": Action.CANCEL})
+    except ProtocolError:
         pass  # it ended meanwhile
 
 
-async def _pump(sub: Subscriber, deliver: Callable[[str, dict[str, Any]], None]) -> None:
-    try:
-        while True:
-            ev = await sub.get()
-            deliver(ev.method, ev.params)
-    except SubscriberClosed:
-        pass
-
-
-async def _read_all(engine: Engine, task_id: str, stream: Stream) -> bytes:
-    path = engine.log_path(task_id, stream)
-    return await asyncio.get_running_loop().run_in_executor(None, _read_file, path)
-
-
-def _read_file(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return b""
+async def _read_all(api: _Api, task_id: str, stream: Stream) -> bytes:
+    """Every byte of one stream of a finished task, paged from its log."""
+    chunks: list[bytes] = []
+    offset = 0
+    while True:
+        page = await api.transport.call(
+            Method.OUTPUT,
+            {"task_id": task_id, "stream": stream, "offset": offset, "limit": _PAGE_BYTES},
+        )
+        chunks.append(output_bytes(page))
+        offset += page["size"]
+        if page["size"] == 0 or offset >= page["total"]:
+            return b"".join(chunks)
 
 
 async def acc_execute(
@@ -277,7 +311,7 @@ async def acc_execute(
         def deliver(method: str, ev: dict[str, Any]) -> None:
             caller.call_soon_threadsafe(_call_back, cb, method, ev)
 
-    call = _API.submit(lambda engine, settings: _run_on_engine(engine, settings, p, deliver))
+    call = _API.submit(lambda api: _run(api, p, deliver))
     try:
         return await asyncio.wrap_future(call.result)
     except asyncio.CancelledError:
@@ -311,9 +345,9 @@ def cc_execute(
     events: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = queue.SimpleQueue()
     deliver = (lambda m, e: events.put((m, e))) if on_event is not None else None
 
-    async def run(engine: Engine, settings: Settings) -> ExecutionResult:
+    async def run(api: _Api) -> ExecutionResult:
         try:
-            return await _run_on_engine(engine, settings, p, deliver)
+            return await _run(api, p, deliver)
         finally:
             events.put(None)
 
@@ -333,16 +367,16 @@ def cc_execute(
 
 def _list_runner(
     tasks: Sequence[dict[str, Any]], stop_on_failure: bool
-) -> Callable[[Engine, Settings], Coroutine[Any, Any, list[ExecutionResult]]]:
+) -> Callable[[_Api], Coroutine[Any, Any, list[ExecutionResult]]]:
     from cc_executor.tasklist import TaskResult, run_task_list
 
     params = [_params(t.get("prompt"), t.get("command"), _rest(t)) for t in tasks]
 
-    async def run(engine: Engine, settings: Settings) -> list[ExecutionResult]:
+    async def run(api: _Api) -> list[ExecutionResult]:
         ran: dict[int, ExecutionResult] = {}
 
-        async def run_one(index: int, p: Any, needs: frozenset[str]) -> TaskResult:
-            r = await _run_on_engine(engine, settings, p, None)
+        async def run_one(index: int, p: TaskParams, needs: frozenset[str]) -> TaskResult:
+            r = await _run(api, p, None)
             ran[index] = r
             return TaskResult(
                 index,

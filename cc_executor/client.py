@@ -7,7 +7,8 @@
         done = await task.wait()                     # the process.completed params
 
 One WebSocket carries any number of calls and tasks at once: responses are matched by id,
-notifications are routed to the handle of their task.
+notifications are routed to the handle of their task. The service sends a task's `execute`
+reply before any notification of it, so a handle registered on the reply misses nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import base64
 import contextlib
 import itertools
 import logging
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -30,6 +30,7 @@ from tenacity import (
 )
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.protocol import State
 
 from cc_executor.auth import read_token
 from cc_executor.config import Settings
@@ -37,11 +38,14 @@ from cc_executor.protocol import Method, Notification, ProtocolError, Stream
 
 log = logging.getLogger(__name__)
 
-_EARLY_TASKS = 1024  # notifications kept for tasks whose execute reply has not come yet
-
 
 class ExecutorConnectionError(ConnectionError):
     """The service could not be reached, refused us, or the connection dropped."""
+
+
+class ServiceUnavailable(ExecutorConnectionError):
+    """Nothing was sent: the service could not be reached or refused us, or the connection
+    was closed already. Sending again, or elsewhere, cannot run anything twice."""
 
 
 def output_bytes(params: dict[str, Any]) -> bytes:
@@ -63,26 +67,8 @@ class TaskHandle:
         self._keep = keep
         self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self.last_line = ""
-        self.last_claude_event: dict[str, Any] | None = None
-        self.output_seen: dict[str, int] = {"stdout": 0, "stderr": 0}
-        self.dropped: list[dict[str, Any]] = []
 
     def _feed(self, method: str, params: dict[str, Any]) -> None:
-        if method == Notification.OUTPUT:
-            end = params["offset"] + len(output_bytes(params)) if self._keep else 0
-            stream = params["stream"]
-            if self._keep:
-                self.output_seen[stream] = max(self.output_seen[stream], end)
-            if stream == "stdout" or not self.last_line:
-                text = params["data"] if params.get("encoding") != "base64" else ""
-                lines = [ln for ln in text[-4096:].splitlines() if ln.strip()]
-                if lines:
-                    self.last_line = lines[-1][-500:]
-        elif method == Notification.CLAUDE_EVENT:
-            self.last_claude_event = params
-        elif method == Notification.DROPPED:
-            self.dropped.append(params)
         if self._keep:
             self._events.put_nowait({"method": method, "params": params})
         if method == Notification.COMPLETED:
@@ -139,6 +125,7 @@ class ExecutorClient:
         connect_timeout: float = 5.0,
         retry_for: float = 0.0,
         on_notification: Callable[[str, dict[str, Any]], None] | None = None,
+        on_close: Callable[[BaseException], None] | None = None,
     ) -> None:
         s = settings or Settings()
         self.url = url or s.websocket_url()
@@ -146,12 +133,12 @@ class ExecutorClient:
         self.connect_timeout = connect_timeout
         self.retry_for = retry_for
         self.on_notification = on_notification
+        self.on_close = on_close  # called once when a connection ends, with why
         self._ws: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._handles: dict[str, TaskHandle] = {}
-        self._early: OrderedDict[str, list[tuple[str, dict[str, Any]]]] = OrderedDict()
         self._closed_exc: BaseException | None = None
 
     # ------------------------------------------------------------------ connection
@@ -182,12 +169,12 @@ class ExecutorClient:
             )
         except InvalidStatus as exc:
             code = exc.response.status_code
-            raise ExecutorConnectionError(
+            raise ServiceUnavailable(
                 f"service at {self.url} refused the connection: HTTP {code} "
                 f"{exc.response.body.decode(errors='replace')[:200]}"
             ) from None
         except (OSError, TimeoutError) as exc:
-            raise ExecutorConnectionError(f"cannot reach the service at {self.url}: {exc}") from exc
+            raise ServiceUnavailable(f"cannot reach the service at {self.url}: {exc}") from exc
 
     async def connect(self) -> None:
         ws: ClientConnection | None = None
@@ -218,6 +205,7 @@ class ExecutorClient:
         self._fail_all(ExecutorConnectionError("client closed"))
 
     def _fail_all(self, exc: BaseException) -> None:
+        first = self._closed_exc is None
         self._closed_exc = exc
         for fut in self._pending.values():
             if not fut.done():
@@ -226,13 +214,21 @@ class ExecutorClient:
         for h in self._handles.values():
             h._fail(exc)
         self._handles.clear()
+        if first and self.on_close is not None:
+            self.on_close(exc)
 
     async def _read_loop(self, ws: ClientConnection) -> None:
         try:
             async for message in ws:
                 obj = orjson.loads(message)
+                replied = False
                 for item in obj if isinstance(obj, list) else (obj,):
-                    self._dispatch(item)
+                    replied = self._dispatch(item) or replied
+                if replied:
+                    # Frames already received are read without a pause: let the caller
+                    # of this reply resume first, so it can register the task the reply
+                    # names before that task's notifications (which follow it) arrive.
+                    await asyncio.sleep(0)
         except ConnectionClosed:
             pass
         except Exception:
@@ -240,7 +236,8 @@ class ExecutorClient:
         finally:
             self._fail_all(ExecutorConnectionError("connection to the service closed"))
 
-    def _dispatch(self, msg: dict[str, Any]) -> None:
+    def _dispatch(self, msg: dict[str, Any]) -> bool:
+        """Route one message; True when it was the reply a caller waits for."""
         if "method" in msg and "id" not in msg:
             method = msg["method"]
             params = msg.get("params") or {}
@@ -252,34 +249,31 @@ class ExecutorClient:
                 handle._feed(method, params)
                 if method == Notification.COMPLETED and task_id:
                     self._handles.pop(task_id, None)
-            elif task_id:
-                early = self._early.setdefault(task_id, [])
-                early.append((method, params))
-                while len(self._early) > _EARLY_TASKS:
-                    self._early.popitem(last=False)
-            return
+            return False
         fut = self._pending.pop(msg.get("id"), None)  # type: ignore[arg-type]
         if fut is None or fut.done():
-            return
+            return False
         if "error" in msg:
             err = msg["error"]
             fut.set_exception(ProtocolError(err["code"], err["message"], err.get("data")))
         else:
             fut.set_result(msg.get("result"))
+        return True
 
     # ------------------------------------------------------------------ calls
 
     async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         """Send one request and return its result; a JSON-RPC error raises ProtocolError."""
-        if self._ws is None or self._closed_exc is not None:
-            raise ExecutorConnectionError("not connected")
+        ws = self._ws
+        if ws is None or self._closed_exc is not None or ws.state is not State.OPEN:
+            raise ServiceUnavailable("not connected")
         rid = next(self._ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
         frame = {"jsonrpc": "2.0", "id": rid, "method": method, "params": params or {}}
         try:
-            await self._ws.send(orjson.dumps(frame), text=True)
-        except ConnectionClosed as exc:
+            await ws.send(orjson.dumps(frame), text=True)
+        except ConnectionClosed as exc:  # while writing it: it may have gone out
             self._pending.pop(rid, None)
             raise ExecutorConnectionError("connection to the service closed") from exc
         return await fut
@@ -288,10 +282,6 @@ class ExecutorClient:
         task_id = info["task_id"]
         handle = TaskHandle(self, task_id, info, keep_events)
         self._handles[task_id] = handle
-        for method, params in self._early.pop(task_id, []):
-            handle._feed(method, params)
-        if handle.done:
-            self._handles.pop(task_id, None)
         return handle
 
     async def execute(

@@ -1,7 +1,8 @@
 """One handler per JSON-RPC method. Handlers build replies and ask the engine to act.
 
 `ROUTES` maps every method of `protocol.Method` to its params model and handler, so a
-method's name leads straight here.
+method's name leads straight here. The service runs them for each WebSocket frame, the
+in-process transport (`cc_executor.transport.inprocess`) for each call: one set of replies.
 """
 
 from __future__ import annotations
@@ -12,14 +13,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cc_executor import __version__, jsonrpc
-from cc_executor.engine import Engine, Subscriber
+from cc_executor.engine import Engine, Subscriber, TaskRecord
 from cc_executor.protocol import (
     PARAMS,
     ControlParams,
     EmptyParams,
     ErrorCode,
-    ExecuteClaudeParams,
-    ExecuteParams,
     ListenParams,
     Method,
     OutputParams,
@@ -29,20 +28,23 @@ from cc_executor.protocol import (
     UnsubscribeParams,
 )
 from cc_executor.sessions.handlers import SESSION_ROUTES
-from cc_executor.tasks import command_spec
+from cc_executor.tasks import TaskParams, spec_for
 
 if TYPE_CHECKING:
     from cc_executor.config import Settings
+    from cc_executor.sessions import SessionManager
 
 
 @dataclass
 class Conn:
-    """What a handler knows of the connection it serves."""
+    """What a handler knows of the connection it serves: the engine and session manager
+    it drives, and the subscriber that carries notifications back to its client."""
 
     engine: Engine
     settings: Settings
     subscriber: Subscriber
     peer: str = ""
+    sessions: SessionManager | None = None  # None: the session.* methods are refused
     _starts: deque[float] = field(default_factory=deque)
 
     def check_start_rate(self) -> None:
@@ -66,7 +68,7 @@ class Conn:
             self._starts.append(time.monotonic())
 
 
-def _started(rec: Any) -> dict[str, Any]:
+def _started(rec: TaskRecord) -> dict[str, Any]:
     d: dict[str, Any] = {"task_id": rec.task_id, "status": str(rec.status), "pid": rec.pid}
     if rec.name:
         d["name"] = rec.name
@@ -75,18 +77,13 @@ def _started(rec: Any) -> dict[str, Any]:
     return d
 
 
-async def execute(conn: Conn, p: ExecuteParams) -> dict[str, Any]:
-    spec = command_spec(p, conn.settings)
-    conn.check_start_rate()
-    rec = await conn.engine.execute(spec, conn.subscriber)
-    conn.record_start()
-    return _started(rec)
+async def execute(conn: Conn, p: TaskParams) -> dict[str, Any]:
+    """`execute` and `execute_claude`: the params model says which (see `tasks.spec_for`).
 
-
-async def execute_claude(conn: Conn, p: ExecuteClaudeParams) -> dict[str, Any]:
-    from cc_executor.claude.runner import claude_spec
-
-    spec = claude_spec(p, conn.settings)
+    The connection's subscriber gets the task's notifications; the engine holds them
+    until the caller has this reply (`Subscriber.hold`).
+    """
+    spec = spec_for(p, conn.settings)
     conn.check_start_rate()
     rec = await conn.engine.execute(spec, conn.subscriber)
     conn.record_start()
@@ -152,7 +149,7 @@ async def listen(conn: Conn, p: ListenParams) -> dict[str, Any]:
 
 _HANDLERS: dict[str, jsonrpc.Handler] = {
     Method.EXECUTE: execute,
-    Method.EXECUTE_CLAUDE: execute_claude,
+    Method.EXECUTE_CLAUDE: execute,
     Method.CONTROL: control,
     Method.STATUS: status,
     Method.OUTPUT: output,

@@ -2,7 +2,10 @@
 
 Method names, their params (pydantic models: schema and validation), notification names,
 task statuses and application error codes. The service, the Python client, the CLI and the
-MCP bridge all import from here; docs/protocol.md documents the same names.
+MCP bridge all import from here; the dashboard reads the names as `GET /protocol.json`
+(`protocol_description()`); docs/protocol.md documents the same names (tests/test_protocol.py
+checks both). `ClaudeOptions` declares each Claude option once for `execute_claude`,
+`session.create`, the MCP tools and the CLI.
 """
 
 from __future__ import annotations
@@ -170,48 +173,69 @@ PermissionMode = Literal["default", "acceptEdits", "bypassPermissions", "plan", 
 
 
 class ClaudeOptions(BaseModel):
-    """How a `claude -p` run behaves: shared by `execute_claude`, `session.create`, the MCP
-    tools and the CLI, so each option is declared (and described) once."""
+    """How a `claude -p` run behaves: shared by `execute_claude`, `session.create` (for every
+    turn), the MCP tools and the CLI, so each option is declared and described once. The
+    descriptions are what agents (MCP schemas) and people (`--help`) read."""
 
     model_config = _Strict
 
-    model: str | None = Field(default=None, description="Model alias or name.")
+    model: str | None = Field(default=None, description="Model alias (e.g. sonnet) or full name.")
     allowed_tools: list[str] | None = Field(
         default=None,
-        description="Tools it may use without asking, e.g. ['Read', 'Edit', 'Bash'].",
+        description="Tools it may use without asking, e.g. Read, Edit, Bash(git log:*), "
+        "mcp__cc_executor. In a headless run a tool that needs a permission prompt is denied.",
     )
     disallowed_tools: list[str] | None = Field(default=None, description="Tools it must not use.")
     permission_mode: PermissionMode | None = Field(
-        default=None, description="Permission mode of the run."
+        default=None, description="Permission mode (claude --permission-mode)."
     )
     skip_permissions: bool = Field(
-        default=False, description="--dangerously-skip-permissions: no permission checks."
+        default=False, description="--dangerously-skip-permissions: no permission checks at all."
     )
-    max_turns: int | None = Field(default=None, ge=1, description="Stop after N turns.")
+    max_turns: int | None = Field(
+        default=None, ge=1, description="Stop after this many agentic turns (claude --max-turns)."
+    )
     max_budget_usd: float | None = Field(
         default=None, gt=0, description="Stop once a run has cost this much (USD)."
     )
     mcp_config: str | dict[str, Any] | None = Field(
         default=None,
-        description="MCP servers for the run: a JSON string, a path, or an object.",
+        description="MCP servers for the run: a JSON string, a file path, or an object.",
     )
     append_system_prompt: str | None = Field(
-        default=None, description="Text appended to its system prompt."
+        default=None, description="Text appended to its system prompt (e.g. its role)."
     )
-    add_dirs: list[str] | None = Field(default=None, description="More directories it may access.")
+    add_dirs: list[str] | None = Field(
+        default=None, description="More directories it may access besides its working directory."
+    )
+
+
+CLAUDE_OPTIONS = frozenset(ClaudeOptions.model_fields)
+"""The names of the Claude options."""
 
 
 class ExecuteClaudeParams(ClaudeOptions):
     """`execute_claude`: run a fresh `claude -p` with argv built by the service."""
 
-    prompt: str = Field(min_length=1)
-    resume: str | None = None
-    fork_session: bool = False
-    cwd: str | None = None
-    env: dict[str, str] | None = None
-    timeout: PositiveSeconds | None = None
-    idle_timeout: PositiveSeconds | None = None
-    name: str | None = Field(default=None, max_length=256)
+    prompt: str = Field(
+        min_length=1, description="The whole task for the fresh instance (its last argument)."
+    )
+    resume: str | None = Field(
+        default=None,
+        description="A claude_session_id from an earlier run: continue that conversation.",
+    )
+    fork_session: bool = Field(
+        default=False, description="With resume: continue in a new session (a branch)."
+    )
+    cwd: str | None = Field(default=None, description="Working directory (must exist).")
+    env: dict[str, str] | None = Field(default=None, description="Extra environment variables.")
+    timeout: PositiveSeconds | None = Field(
+        default=None, description="Wall-clock limit in seconds (then timed_out)."
+    )
+    idle_timeout: PositiveSeconds | None = Field(
+        default=None, description="End it after this many seconds without output."
+    )
+    name: str | None = Field(default=None, max_length=256, description="A label shown in listings.")
     node: str | None = Field(default=None, min_length=1, description=NODE_PIN_DOC)
 
     @model_validator(mode="after")
@@ -293,25 +317,55 @@ class ListenParams(BaseModel):
 # it (docs/sessions.md). `session_id` params also accept a session's unique active name.
 
 
-class SessionCreateParams(BaseModel):
-    """`session.create`: a new session in an existing working directory."""
+class SessionCreateParams(ClaudeOptions):
+    """`session.create`: a new session in an existing working directory.
 
-    model_config = _Strict
+    Its Claude options (`ClaudeOptions`) apply to every turn, but one name means something
+    else here: `max_turns` is watch mode's limit (the design notes' name), so each turn's
+    `claude --max-turns` is `turn_max_turns`. `claude_options()` gives a turn's options.
+    """
 
-    working_dir: str = Field(min_length=1)
-    name: str | None = Field(default=None, min_length=1, max_length=128)
-    model: str | None = None
-    allowed_tools: list[str] | None = None
-    disallowed_tools: list[str] | None = None
-    permission_mode: PermissionMode | None = None
-    skip_permissions: bool = False
-    append_system_prompt: str | None = None
-    mcp_config: str | dict[str, Any] | None = None
-    watch_mode: bool = False
-    max_turns: int | None = Field(default=None, ge=1)
-    continuation_prompt: str = Field(default="continue", min_length=1)
-    turn_timeout: PositiveSeconds | None = None
-    prompt: str | None = Field(default=None, min_length=1)
+    working_dir: str = Field(
+        min_length=1, description="An existing directory the session works in; ~ works."
+    )
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="A unique name among active sessions (e.g. 'backend'), usable wherever "
+        "a session_id is.",
+    )
+    watch_mode: bool = Field(
+        default=False,
+        description="After each completed turn, send continuation_prompt as a new turn, up "
+        "to max_turns times (default 10): the session keeps working alone.",
+    )
+    max_turns: int | None = Field(  # the same type as ClaudeOptions.max_turns, another meaning
+        default=None,
+        ge=1,
+        description="Watch mode: at most this many continuation turns (default 10).",
+    )
+    turn_max_turns: int | None = Field(
+        default=None,
+        ge=1,
+        description="Each turn stops after this many agentic turns (claude --max-turns).",
+    )
+    continuation_prompt: str = Field(
+        default="continue",
+        min_length=1,
+        description="Watch mode: the prompt of each continuation.",
+    )
+    turn_timeout: PositiveSeconds | None = Field(
+        default=None, description="Wall-clock limit in seconds of each turn (then timed_out)."
+    )
+    prompt: str | None = Field(
+        default=None, min_length=1, description="Send this as the first turn right away."
+    )
+
+    def claude_options(self) -> ClaudeOptions:
+        """The Claude options of each turn (`turn_max_turns` as its `max_turns`)."""
+        given = self.model_dump(include=set(CLAUDE_OPTIONS - {"max_turns"}), exclude_unset=True)
+        return ClaudeOptions(**given, max_turns=self.turn_max_turns)
 
 
 class SessionRef(BaseModel):
@@ -399,3 +453,19 @@ PARAMS: dict[str, type[BaseModel]] = {
     Method.SESSION_COORDINATE: SessionCoordinateParams,
 }
 """Every method and its params model. A method's handler lives in `cc_executor.handlers`."""
+
+
+def protocol_description() -> dict[str, Any]:
+    """The contract's names as data, served as `GET /protocol.json`: a client that cannot
+    import this module (the dashboard's JavaScript) reads every method, notification,
+    error code, status and action from it instead of spelling them itself."""
+    return {
+        "version": PROTOCOL_VERSION,
+        "methods": {m.name: m.value for m in Method},
+        "notifications": {n.name: n.value for n in Notification},
+        "error_codes": {e.name: e.value for e in ErrorCode},
+        "task_statuses": {s.name: s.value for s in TaskStatus},
+        "final_statuses": [s.value for s in TaskStatus if s.is_final],
+        "actions": {a.name: a.value for a in Action},
+        "streams": {s.name: s.value for s in Stream},
+    }

@@ -31,10 +31,11 @@ from cc_executor.auth import ensure_token, token_matches
 from cc_executor.cluster.routing import cluster_routes
 from cc_executor.config import Settings
 from cc_executor.dashboard import asset_response, own_origins
-from cc_executor.engine import Engine, Event, Subscriber, SubscriberClosed, build_engine
+from cc_executor.engine import Event, Subscriber, SubscriberClosed
+from cc_executor.engine.events import holds_of_this_request
 from cc_executor.handlers import ROUTES, Conn
 from cc_executor.logs import setup_logging
-from cc_executor.sessions import SessionManager
+from cc_executor.runtime import build_runtime
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,11 @@ def _json_response(status: HTTPStatus, body: dict[str, Any]) -> Response:
 class ExecutorService:
     """The engine plus its WebSocket front door."""
 
-    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.engine = engine or build_engine(settings)
-        self.sessions = SessionManager(self.engine, settings)
+        self.runtime = build_runtime(settings)
+        self.engine = self.runtime.engine
+        self.sessions = self.runtime.sessions
         cluster = self.engine.cluster
         # In a cluster, calls about another node's tasks are served by that node.
         self.routes = ROUTES if cluster is None else cluster_routes(ROUTES, cluster)
@@ -190,7 +192,7 @@ class ExecutorService:
         self._per_client[client] += 1
         sub = Subscriber(self.settings.subscriber_queue_bytes)
         sub.hold_new_tasks = True  # a task's events follow the reply that names it
-        conn = Conn(self.engine, self.settings, sub, peer=client)
+        conn = Conn(self.engine, self.settings, sub, peer=client, sessions=self.sessions)
         writer = asyncio.create_task(self._write_loop(ws, sub))
         in_flight = asyncio.Semaphore(_MAX_IN_FLIGHT)
         pending: set[asyncio.Task[None]] = set()
@@ -221,30 +223,32 @@ class ExecutorService:
         # that sends requests without reading replies is stopped at _MAX_IN_FLIGHT
         # (reading pauses, TCP pushes back) instead of growing the service's memory.
         reply_queued = False
-        try:
-            items, is_batch = jsonrpc.parse(message)
-            replies: list[dict[str, Any]] = []
-            calls = []
-            for item in items:
-                if isinstance(item, dict):
-                    replies.append(item)
-                else:
-                    calls.append(jsonrpc.call(self.routes, item, conn))
-            if len(calls) == 1:
-                r = await calls[0]
-                if r is not None:
-                    replies.append(r)
-            elif calls:
-                replies.extend(r for r in await asyncio.gather(*calls) if r is not None)
-            if replies:
-                body = replies if is_batch else replies[0]
-                conn.subscriber.push(_Reply(jsonrpc.encode(body), slot.release))
-                reply_queued = True
-        finally:
-            # The events of tasks this frame created follow its reply (see Subscriber.hold).
-            conn.subscriber.release_held()
-            if not reply_queued:
-                slot.release()
+        with holds_of_this_request() as held:
+            try:
+                items, is_batch = jsonrpc.parse(message)
+                replies: list[dict[str, Any]] = []
+                calls = []
+                for item in items:
+                    if isinstance(item, dict):
+                        replies.append(item)
+                    else:
+                        calls.append(jsonrpc.call(self.routes, item, conn))
+                if len(calls) == 1:
+                    r = await calls[0]
+                    if r is not None:
+                        replies.append(r)
+                elif calls:
+                    replies.extend(r for r in await asyncio.gather(*calls) if r is not None)
+                if replies:
+                    body = replies if is_batch else replies[0]
+                    conn.subscriber.push(_Reply(jsonrpc.encode(body), slot.release))
+                    reply_queued = True
+            finally:
+                # The events of the tasks this frame created follow its reply, and only
+                # theirs: another frame's reply may still be on its way (Subscriber.hold).
+                conn.subscriber.release_held(held)
+                if not reply_queued:
+                    slot.release()
 
     async def _write_loop(self, ws: ServerConnection, sub: Subscriber) -> None:
         try:

@@ -36,10 +36,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cc_executor.protocol import ExecuteClaudeParams, ExecuteParams, ProtocolError
-
-TaskParams = ExecuteParams | ExecuteClaudeParams
-"""One task of a list: a command (`command`) or a fresh Claude run (`prompt`)."""
+from cc_executor.protocol import ProtocolError
+from cc_executor.tasks import TaskParams
 
 FIELDS = frozenset(
     {"output", "result", "stderr", "exit_code", "status", "task_id", "claude_session_id"}

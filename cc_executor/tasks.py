@@ -1,7 +1,9 @@
 """Turning request params into a TaskSpec: the one place that decides what a request runs.
 
-The service's handlers, the bridge's local fallback and the Python API all build specs
-here, so a command means the same thing whichever way it arrives.
+`spec_for` is the one function every caller uses (the `execute` handlers, which the
+service, the in-process transport and so the bridge's local fallback and the Python API
+all run, and the session manager), so a task means the same thing whichever way it
+arrives. A command's spec is built here; a Claude run's in `cc_executor.claude.runner`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ import os
 from cc_executor.config import Settings
 from cc_executor.engine import TaskSpec, command_env
 from cc_executor.policy import resolve_argv
-from cc_executor.protocol import ErrorCode, ExecuteParams, ProtocolError
+from cc_executor.protocol import ErrorCode, ExecuteClaudeParams, ExecuteParams, ProtocolError
+
+TaskParams = ExecuteParams | ExecuteClaudeParams
+"""What starts one task: a command (`execute`) or a fresh Claude run (`execute_claude`)."""
 
 
 def check_cwd(cwd: str | None) -> str | None:
@@ -38,3 +43,12 @@ def command_spec(params: ExecuteParams, settings: Settings) -> TaskSpec:
         idle_timeout=params.idle_timeout,
         name=params.name,
     )
+
+
+def spec_for(params: TaskParams, settings: Settings) -> TaskSpec:
+    """The TaskSpec of a request: a command's, or a fresh `claude -p` run's."""
+    if isinstance(params, ExecuteClaudeParams):
+        from cc_executor.claude.runner import claude_spec  # it imports this module
+
+        return claude_spec(params, settings)
+    return command_spec(params, settings)

@@ -1,40 +1,59 @@
-"""What the MCP tools do, apart from MCP: run and wait, shape results, run task lists.
+"""What the MCP tools do, apart from MCP: run and wait, shape results, status and control.
 
 The tools in `mcp_bridge.server` are thin typed functions over a `Bridge`; the `Bridge`
-speaks to a `Backend` and knows nothing of the MCP SDK (progress and "did the client
-cancel?" are handed in as plain callables), so all of it can be driven from tests.
+sends the service's methods through a `Transport` (`cc_executor.transport`: the service,
+the engine in this process, or both; see `mcp_bridge.connect`), follows tasks through the
+transport's notifications, and knows nothing of the MCP SDK (progress and "did the client
+cancel?" are handed in as plain callables), so all of it can be driven from tests, also on
+a transport made of one function. Task lists are in `mcp_bridge.lists`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
-import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
-from pydantic import ValidationError
 
-from cc_executor.client import ExecutorConnectionError, output_bytes
-from cc_executor.protocol import ErrorCode, ExecuteClaudeParams, ProtocolError, TaskStatus
-from cc_executor.tasklist import (
-    TaskParams,
-    TaskResult,
-    TemplateError,
-    check_templates,
-    list_status,
-    run_task_list,
+from cc_executor.client import output_bytes
+from cc_executor.protocol import (
+    Action,
+    ErrorCode,
+    ExecuteClaudeParams,
+    Method,
+    TaskStatus,
 )
-from mcp_bridge.backend import Backend, ServiceUnavailable, Waited, follow
+from cc_executor.tasklist import TaskParams
+from mcp_bridge import lists
+from mcp_bridge.connect import Connect, make_transport
+from mcp_bridge.failures import ToolFailure, failure
+from mcp_bridge.lists import ListRun
 from mcp_bridge.settings import BridgeSettings
-from mcp_bridge.watch import Clip, OutputCapture, TaskWatch, clip
+from mcp_bridge.watch import (
+    Clip,
+    OutputCapture,
+    Report,
+    TaskWatch,
+    Watches,
+    clip,
+    clip_text,
+    follow,
+)
 
 log = logging.getLogger(__name__)
 
-Report = Callable[[str], Awaitable[None]]
-"""Sends one progress notification with this message (the counter is the caller's)."""
+ProgressFn = Callable[[TaskWatch], Awaitable[None]]
+"""Told of a waited task's progress (its watch), at most every `progress_interval`."""
+
+__all__ = ["Bridge", "ToolFailure", "Waited", "failure"]
+"""`failure` and `ToolFailure` live in `mcp_bridge.failures`; they are named here too for
+the tool modules that import them from the bridge."""
 
 RECORD_KEYS = (
     "task_id",
@@ -66,60 +85,6 @@ CLAUDE_KEYS = (
     "reset_at",
     "verification",
 )
-_LIST_LIMIT = 1000
-_PLACEHOLDER_MAX_BYTES = 16 * 1024 * 1024
-_CANCEL_WAIT_S = 15.0
-
-
-class ToolFailure(Exception):
-    """A tool call that failed in a way the agent should read: becomes an is_error result."""
-
-    def __init__(self, message: str, code: int | None = None, data: Any = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.data = data
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"error": self.message}
-        if self.code is not None:
-            d["code"] = self.code
-        if self.data is not None:
-            d["data"] = self.data
-        return d
-
-
-def failure(exc: BaseException) -> ToolFailure:
-    """The project's errors as a message an agent can act on."""
-    if isinstance(exc, ToolFailure):
-        return exc
-    if isinstance(exc, ProtocolError):
-        msg = exc.message
-        if isinstance(exc.data, dict) and "errors" in exc.data:
-            msg = f"{msg}: {exc.data['errors']}"
-        elif isinstance(exc.data, list) and all(
-            isinstance(e, dict) and "msg" in e for e in exc.data
-        ):  # the service's -32602 details: [{loc, msg}, ...]
-            msg = f"{msg}: " + "; ".join(
-                f"{e.get('loc') or 'params'}: {e['msg']}" for e in exc.data
-            )
-        return ToolFailure(msg, exc.code, exc.data)
-    if isinstance(exc, ServiceUnavailable):
-        return ToolFailure(f"the cc-executor service is unreachable: {exc}", -32000)
-    if isinstance(exc, ExecutorConnectionError):
-        return ToolFailure(
-            f"lost the connection to the cc-executor service: {exc}. A task it was running "
-            "may still be running: check it with get_execution_status.",
-            -32000,
-        )
-    if isinstance(exc, ValidationError):
-        errs = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'params'}: {e['msg']}" for e in exc.errors()
-        )
-        return ToolFailure(f"invalid parameters: {errs}", ErrorCode.INVALID_PARAMS)
-    if isinstance(exc, TemplateError):
-        return ToolFailure(str(exc), ErrorCode.INVALID_PARAMS)
-    return ToolFailure(f"{type(exc).__name__}: {exc}", ErrorCode.INTERNAL_ERROR)
 
 
 def _is_final(status: str) -> bool:
@@ -129,74 +94,42 @@ def _is_final(status: str) -> bool:
         return False
 
 
-def _clip_text(text: str, max_chars: int, where: str) -> tuple[str, bool]:
-    if len(text) <= max_chars:
-        return text, False
-    half = max_chars // 2
-    omitted = len(text) - 2 * half
-    marker = f"\n\n[... {omitted} characters omitted; {where} ...]\n\n"
-    return text[:half] + marker + text[-half:], True
+@dataclass(slots=True)
+class Waited:
+    """The end of a bounded wait: the final record, or the task's state so far."""
 
-
-class ListRun:
-    """One `execute_task_list` call's run, owned by the bridge (it outlives the call)."""
-
-    def __init__(self, tasks: Sequence[TaskParams], stop_on_failure: bool) -> None:
-        self.list_id = "list-" + uuid.uuid4().hex[:12]
-        self.tasks = list(tasks)
-        self.stop_on_failure = stop_on_failure
-        self.results: list[TaskResult] = []
-        self.entries: list[dict[str, Any]] = []
-        self.current: tuple[int, str] | None = None  # (index, task_id) running now
-        self.runner: asyncio.Task[None] | None = None
-        self.cancelled = False
-        self.error: str | None = None
-        # The same face as a TaskWatch, so the wait loop can follow a list too.
-        self.version = 0
-        self.ended = asyncio.Event()
-        self.last_message = "starting"
-
-    @property
-    def finished(self) -> bool:
-        return self.runner is not None and self.runner.done()
-
-    @property
-    def status(self) -> str:
-        if self.cancelled:
-            return "cancelled"
-        if self.error is not None:
-            return "failed"
-        return list_status(self.results, len(self.tasks))
-
-    def note(self, message: str) -> None:
-        self.last_message = message
-        self.version += 1
-
-    def message(self) -> str:
-        return self.last_message
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "list_id": self.list_id,
-            "status": self.status,
-            "tasks_total": len(self.tasks),
-            "tasks_done": len(self.results),
-            "tasks": self.entries,
-        }
-        if self.current is not None and not self.finished:
-            d["running"] = {"index": self.current[0], "task_id": self.current[1]}
-        if self.error:
-            d["error"] = self.error
-        return d
+    record: dict[str, Any]
+    watch: TaskWatch | None
+    final: bool
 
 
 class Bridge:
-    """The tools' logic over one backend."""
+    """The tools' logic over one transport."""
 
-    def __init__(self, settings: BridgeSettings, backend: Backend) -> None:
+    def __init__(self, settings: BridgeSettings, connect: Connect | None = None) -> None:
         self.settings = settings
-        self.backend = backend
+        self.watches = Watches(2 * settings.max_output_chars)
+        make = connect or functools.partial(make_transport, settings)
+        self.transport = make(self.watches.feed)
         self.lists: OrderedDict[str, ListRun] = OrderedDict()
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------ the transport
+
+    async def call(self, method: Method, params: dict[str, Any]) -> dict[str, Any]:
+        """One method; the result says who served it (`backend`: "websocket", "local")."""
+        result = await self.transport.call(method, params)
+        result.setdefault("backend", self.transport.name)
+        return result
+
+    async def info(self) -> dict[str, Any]:
+        """What the transport is connected to (the status resource); connects nothing."""
+        return self.transport.info()
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        t = asyncio.ensure_future(coro)
+        self._background.add(t)
+        t.add_done_callback(self._background.discard)
 
     # ------------------------------------------------------------------ single tasks
 
@@ -204,6 +137,90 @@ class Bridge:
         if params.timeout is None and self.settings.default_timeout is not None:
             return params.model_copy(update={"timeout": self.settings.default_timeout})
         return params
+
+    async def start(self, params: TaskParams, *, watch: bool = True) -> dict[str, Any]:
+        """Start a task: `{task_id, status, pid, backend}`. With `watch`, follow it from now
+        on (its notifications come after this reply); else tell the sender to stop."""
+        claude = isinstance(params, ExecuteClaudeParams)
+        method = Method.EXECUTE_CLAUDE if claude else Method.EXECUTE
+        started = await self.call(method, params.model_dump(exclude_none=True))
+        task_id: str = started["task_id"]
+        if watch:
+            self.watches.open(task_id)
+        else:
+            self._spawn(self._unsubscribe(task_id))  # nobody here reads its output
+        return started
+
+    async def _unsubscribe(self, task_id: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.transport.call(Method.UNSUBSCRIBE, {"task_id": task_id})
+
+    async def _subscribe(self, watch: TaskWatch) -> None:
+        """(Re)attach a watch to its task, the output it already holds not sent again."""
+        assert watch.task_id is not None
+        params = {
+            "task_id": watch.task_id,
+            "from_offset": watch.stdout.size,
+            "stderr_from_offset": watch.stderr.size,
+        }
+        await self.transport.call(Method.SUBSCRIBE, params)
+
+    async def wait(
+        self,
+        task_id: str,
+        timeout: float | None,
+        on_progress: ProgressFn | None = None,
+        *,
+        full_record: bool = False,
+        backend: str | None = None,
+    ) -> Waited:
+        """Wait at most `timeout` s (None: no limit) for the task to end, with progress.
+
+        A watch whose channel was lost (a dropped service connection) is attached again,
+        from the bytes it had; the watch is closed on the way out, and the task told to
+        stop sending if it still runs.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        watch = self.watches.get(task_id)
+        try:
+            if watch is None:
+                watch = self.watches.open(task_id)
+                await self._subscribe(watch)
+            report = None
+            if on_progress is not None:
+                w, cb = watch, on_progress
+
+                def report() -> Awaitable[None]:
+                    return cb(w)
+
+            while True:
+                await follow(watch, deadline, report, self.settings)
+                if watch.lost is None or watch.completed is not None:
+                    break
+                log.info("lost the channel of task %s; following it again", task_id)
+                watch.lost = None
+                watch.ended.clear()
+                await self._subscribe(watch)
+        finally:
+            self.watches.close(task_id)
+            if watch is not None and not watch.finished:
+                self._spawn(self._unsubscribe(task_id))
+        if watch.completed is not None:
+            record = dict(watch.completed)
+            if full_record:
+                record.update(await self.call(Method.STATUS, {"task_id": task_id}))
+            record["backend"] = backend or record.get("backend") or self.transport.name
+            return Waited(record, watch, True)
+        record = {
+            "task_id": task_id,
+            "status": watch.status,
+            "pid": watch.pid,
+            "stdout_bytes": watch.stdout.size,
+            "stderr_bytes": watch.stderr.size,
+            "backend": backend or self.transport.name,
+        }
+        return Waited(record, watch, False)
 
     async def run_task(
         self,
@@ -214,7 +231,7 @@ class Bridge:
     ) -> dict[str, Any]:
         """Start a task and, with `wait`, wait for it up to `wait_timeout` (see the tools)."""
         params = self.with_defaults(params)
-        started = await self.backend.execute(params, watch=wait)
+        started = await self.start(params, watch=wait)
         task_id = started["task_id"]
         if not wait:
             started["hint"] = (
@@ -230,23 +247,34 @@ class Bridge:
                 await report(watch.message())
 
         try:
-            waited = await self.backend.wait(
-                task_id, self.settings.wait_timeout, on_progress, full_record=claude
+            waited = await self.wait(
+                task_id,
+                self.settings.wait_timeout,
+                on_progress,
+                full_record=claude,
+                backend=started["backend"],
             )
         except asyncio.CancelledError:
             if self.settings.cancel_on_client_cancel and peer_cancelled():
-                await self._cancel_quietly(task_id)
+                await self.cancel_quietly(task_id)
             raise
         return await self.task_result(waited, claude, self.settings.max_output_chars)
 
-    async def _cancel_quietly(self, task_id: str) -> None:
+    async def cancel_quietly(self, task_id: str) -> None:
         """Cancel a task from inside a cancelled call: shielded, bounded, never raising."""
-        with anyio.CancelScope(shield=True), anyio.move_on_after(_CANCEL_WAIT_S):
+        with anyio.CancelScope(shield=True), anyio.move_on_after(lists.CANCEL_WAIT_S):
             try:
-                await self.backend.control(task_id, "CANCEL")
+                await self._control(task_id, Action.CANCEL)
                 log.info("cancelled task %s: the client cancelled its call", task_id)
             except Exception as exc:
                 log.info("could not cancel task %s: %s", task_id, exc)
+
+    async def _output(self, task_id: str, stream: str, offset: int, limit: int) -> dict[str, Any]:
+        params = {"task_id": task_id, "stream": stream, "offset": offset, "limit": limit}
+        return await self.call(Method.OUTPUT, params)
+
+    async def _control(self, task_id: str, action: str) -> dict[str, Any]:
+        return await self.call(Method.CONTROL, {"task_id": task_id, "action": action})
 
     async def _clip_stream(
         self,
@@ -260,10 +288,10 @@ class Bridge:
             return clip(cap.data(), b"", total, max_chars, task_id, stream)
         keep = 2 * max_chars
         if total <= 2 * keep:
-            page = await self.backend.output(task_id, stream, 0, total)
+            page = await self._output(task_id, stream, 0, total)
             return clip(output_bytes(page), b"", total, max_chars, task_id, stream)
-        head = output_bytes(await self.backend.output(task_id, stream, 0, keep))
-        tail = output_bytes(await self.backend.output(task_id, stream, total - keep, keep))
+        head = output_bytes(await self._output(task_id, stream, 0, keep))
+        tail = output_bytes(await self._output(task_id, stream, total - keep, keep))
         return clip(head, tail, total, max_chars, task_id, stream)
 
     async def task_result(self, waited: Waited, claude: bool, max_chars: int) -> dict[str, Any]:
@@ -289,7 +317,7 @@ class Bridge:
                 if rec.get(k) is not None:
                     out[k] = rec[k]
             if isinstance(out.get("result"), str):
-                out["result"], cut = _clip_text(
+                out["result"], cut = clip_text(
                     out["result"],
                     max_chars,
                     f'the full answer is in get_execution_status(task_id="{task_id}")',
@@ -321,101 +349,7 @@ class Bridge:
 
     def start_list(self, tasks: Sequence[TaskParams], stop_on_failure: bool) -> ListRun:
         """Check the placeholders, then run the list in the background."""
-        if not tasks:
-            raise ToolFailure("tasks must hold at least one task", ErrorCode.INVALID_PARAMS)
-        check_templates([t.model_dump(exclude_unset=True) for t in tasks])
-        run = ListRun(tasks, stop_on_failure)
-        run.runner = asyncio.ensure_future(self._run_list(run))
-        run.runner.add_done_callback(lambda _: run.ended.set())
-        self.lists[run.list_id] = run
-        while len(self.lists) > _LIST_LIMIT:
-            old_id, old = next(iter(self.lists.items()))
-            if not old.finished:
-                break
-            del self.lists[old_id]
-        return run
-
-    async def _run_list(self, run: ListRun) -> None:
-        n = len(run.tasks)
-        budget = max(500, self.settings.max_output_chars // n)
-
-        async def run_one(index: int, params: TaskParams, need: frozenset[str]) -> TaskResult:
-            params = self.with_defaults(params)
-            claude = isinstance(params, ExecuteClaudeParams)
-            try:
-                started = await self.backend.execute(params)
-            except ExecutorConnectionError as exc:
-                raise ProtocolError(ErrorCode.INTERNAL_ERROR, failure(exc).message) from exc
-            task_id = started["task_id"]
-            run.current = (index, task_id)
-            run.note(f"task {index + 1}/{n} started: {task_id}")
-
-            async def progress(watch: TaskWatch) -> None:
-                run.note(f"task {index + 1}/{n} ({task_id}): {watch.message()}")
-
-            try:
-                waited = await self.backend.wait(task_id, None, progress, full_record=claude)
-            except asyncio.CancelledError:
-                await self._cancel_quietly(task_id)
-                raise
-            except ExecutorConnectionError as exc:
-                raise ProtocolError(ErrorCode.INTERNAL_ERROR, failure(exc).message) from exc
-            rec = waited.record
-            entry = await self.task_result(waited, claude, budget)
-            entry["index"] = index
-            res = TaskResult(
-                index,
-                str(rec.get("status")),
-                task_id=task_id,
-                exit_code=rec.get("exit_code"),
-                result=rec.get("result") if claude else None,
-                claude_session_id=rec.get("claude_session_id"),
-                error=rec.get("error"),
-                details=entry,
-            )
-            if claude:
-                res.output = res.result or ""
-            elif need & {"output", "result"}:
-                res.output = await self._read_all(task_id, "stdout")
-            if "stderr" in need:
-                res.stderr = await self._read_all(task_id, "stderr")
-            run.note(f"task {index + 1}/{n} {res.status}: {task_id}")
-            return res
-
-        def on_update(results: list[TaskResult]) -> None:
-            run.results = list(results)
-            run.entries = [r.details if r.details else r.to_dict() for r in results]
-            run.note(f"{len(results)}/{n} tasks done")
-
-        try:
-            await run_task_list(
-                run.tasks, run_one, stop_on_failure=run.stop_on_failure, on_update=on_update
-            )
-        except asyncio.CancelledError:
-            run.cancelled = True
-            raise
-        except Exception as exc:
-            log.exception("task list %s failed", run.list_id)
-            run.error = failure(exc).message
-        finally:
-            run.note(f"list {run.status}")
-
-    async def _read_all(self, task_id: str, stream: str) -> str:
-        data = await self.read_stream(task_id, stream, _PLACEHOLDER_MAX_BYTES)
-        return data.decode("utf-8", "replace")
-
-    async def read_stream(self, task_id: str, stream: str, max_bytes: int = 1 << 30) -> bytes:
-        """A task's stream, whole (up to `max_bytes`), paged from its log."""
-        chunks: list[bytes] = []
-        offset = 0
-        while offset < max_bytes:
-            step = min(4 * 1024 * 1024, max_bytes - offset)
-            page = await self.backend.output(task_id, stream, offset, step)
-            chunks.append(output_bytes(page))
-            offset += page["size"]
-            if page["size"] == 0 or offset >= page["total"]:
-                break
-        return b"".join(chunks)
+        return lists.start(self, tasks, stop_on_failure)
 
     async def wait_list(
         self,
@@ -423,36 +357,23 @@ class Bridge:
         report: Report | None = None,
         peer_cancelled: Callable[[], bool] = lambda: True,
     ) -> dict[str, Any]:
-        on_progress = None
-        if report is not None:
-            send = report
-
-            def on_progress() -> Awaitable[None]:
-                return send(run.message())
-
-        deadline = asyncio.get_running_loop().time() + self.settings.wait_timeout
-        try:
-            await follow(run, deadline, on_progress, self.settings)
-        except asyncio.CancelledError:
-            if self.settings.cancel_on_client_cancel and peer_cancelled():
-                with anyio.CancelScope(shield=True):
-                    await self.cancel_list(run)
-            raise
-        d = run.to_dict()
-        if not run.finished:
-            d["hint"] = (
-                f"The list is still running after {self.settings.wait_timeout:g}s and keeps "
-                f'running in the bridge. Poll get_execution_status(task_id="{run.list_id}") '
-                "for its progress and results. Do not start it again."
-            )
-        return d
+        return await lists.wait(self, run, report, peer_cancelled)
 
     async def cancel_list(self, run: ListRun) -> None:
-        """Cancel the running task of a list and start none of the rest."""
-        if run.runner is not None and not run.runner.done():
-            run.runner.cancel()
-            # The runner cancels its running task on the way out: wait for that.
-            await asyncio.wait([run.runner], timeout=_CANCEL_WAIT_S)
+        await lists.cancel(run)
+
+    async def read_stream(self, task_id: str, stream: str, max_bytes: int = 1 << 30) -> bytes:
+        """A task's stream, whole (up to `max_bytes`), paged from its log."""
+        chunks: list[bytes] = []
+        offset = 0
+        while offset < max_bytes:
+            step = min(4 * 1024 * 1024, max_bytes - offset)
+            page = await self._output(task_id, stream, offset, step)
+            chunks.append(output_bytes(page))
+            offset += page["size"]
+            if page["size"] == 0 or offset >= page["total"]:
+                break
+        return b"".join(chunks)
 
     # ------------------------------------------------------------------ other tools
 
@@ -460,10 +381,11 @@ class Bridge:
         if task_id is not None and task_id in self.lists:
             return self.lists[task_id].to_dict()
         if task_id is not None:
-            rec = await self.backend.status(task_id)
+            rec = await self.call(Method.STATUS, {"task_id": task_id})
             return await self._status_view(rec)
-        res = await self.backend.tasks(limit)
-        tasks = [self._summary(t) for t in res.get("tasks", ())]
+        res = await self.call(Method.STATUS, {"limit": limit})
+        name = self.transport.name  # an entry of a merged listing says its own side
+        tasks = [self._summary({"backend": name, **t}) for t in res.get("tasks", ())]
         out: dict[str, Any] = {"tasks": tasks, "stats": res.get("stats")}
         if self.lists:
             out["lists"] = [
@@ -487,17 +409,17 @@ class Bridge:
         view.pop("expected_uuid", None)
         for key in ("result", "prompt"):
             if isinstance(view.get(key), str):
-                view[key], _ = _clip_text(
+                view[key], _ = clip_text(
                     view[key], max_chars, "read it whole from the task's output"
                 )
         total = int(view.get("stdout_bytes") or 0)
         if not _is_final(str(view.get("status"))):
             # A live record counts its bytes at the end: ask the log how far it got.
-            total = (await self.backend.output(view["task_id"], "stdout", 0, 0))["total"]
+            total = (await self._output(view["task_id"], "stdout", 0, 0))["total"]
             view["stdout_bytes"] = total
         if view.get("kind") != "claude" and total:
             tail = min(total, 2000)
-            page = await self.backend.output(view["task_id"], "stdout", total - tail, tail)
+            page = await self._output(view["task_id"], "stdout", total - tail, tail)
             view["output_tail"] = output_bytes(page).decode("utf-8", "replace")
             view["hint"] = "output_tail is the end of stdout; page it all with get_execution_output"
         return view
@@ -524,7 +446,7 @@ class Bridge:
     async def control(self, task_id: str, action: str) -> dict[str, Any]:
         run = self.lists.get(task_id)
         if run is None:
-            return await self.backend.control(task_id, action)
+            return await self._control(task_id, action)
         act = action.upper()
         if act == "CANCEL":
             if run.finished:
@@ -538,12 +460,12 @@ class Bridge:
             raise ToolFailure(
                 f"cannot {act} list {task_id}: no task of it is running", ErrorCode.INVALID_STATE
             )
-        res = await self.backend.control(run.current[1], act)
+        res = await self._control(run.current[1], act)
         res["list_id"] = task_id
         return res
 
     async def output(self, task_id: str, stream: str, offset: int, limit: int) -> dict[str, Any]:
-        page = await self.backend.output(task_id, stream, offset, limit)
+        page = await self._output(task_id, stream, offset, limit)
         page["next_offset"] = page["offset"] + page["size"]
         if not page.get("eof") and page["next_offset"] < page["total"]:
             page["hint"] = "more output follows: call again with offset=next_offset"
@@ -552,4 +474,6 @@ class Bridge:
     async def close(self) -> None:
         for run in list(self.lists.values()):
             await self.cancel_list(run)
-        await self.backend.close()
+        if self._background:  # unsubscribes on their way: let them go out first
+            await asyncio.wait(list(self._background), timeout=5)
+        await self.transport.aclose()

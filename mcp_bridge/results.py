@@ -17,7 +17,8 @@ from pydantic import ValidationError
 
 from cc_executor.protocol import ProtocolError
 from cc_executor.tasklist import TemplateError
-from mcp_bridge.bridge import Report, ToolFailure, failure
+from mcp_bridge.failures import ToolFailure, failure
+from mcp_bridge.watch import Report
 
 log = logging.getLogger("mcp_bridge.server")
 

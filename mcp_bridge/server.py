@@ -21,9 +21,16 @@ from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import BeforeValidator, Field
 
 from cc_executor import __version__
-from cc_executor.protocol import ErrorCode, ExecuteClaudeParams, ExecuteParams, ProtocolError
-from mcp_bridge.backend import Backend, make_backend
+from cc_executor.protocol import (
+    ClaudeOptions,
+    ErrorCode,
+    ExecuteClaudeParams,
+    ExecuteParams,
+    ProtocolError,
+)
 from mcp_bridge.bridge import Bridge, failure
+from mcp_bridge.connect import Connect
+from mcp_bridge.params import params_of
 from mcp_bridge.prompt import cc_execute_prompt
 from mcp_bridge.results import JSON_OPTS as _JSON_OPTS
 from mcp_bridge.results import error as _error
@@ -102,7 +109,7 @@ TaskId = Annotated[
 def register(mcp: MCPServer, bridge: Bridge, sessions: SessionTools | None = None) -> None:
     """Add the tools, resources and prompt of cc_executor to `mcp`."""
     s = bridge.settings
-    sessions = sessions or SessionTools(s, bridge.backend)
+    sessions = sessions or SessionTools(s, bridge.transport)
 
     @mcp.tool(title="Run a command", annotations=runs("Run a command"))
     async def execute_task(
@@ -143,6 +150,7 @@ def register(mcp: MCPServer, bridge: Bridge, sessions: SessionTools | None = Non
             return _error(exc)
 
     @mcp.tool(title="Run a fresh Claude instance", annotations=runs("Run a fresh Claude instance"))
+    @params_of(ClaudeOptions)  # model, allowed_tools, ..., as protocol.ClaudeOptions declares them
     async def execute_claude(
         ctx: Context,
         prompt: Annotated[
@@ -153,36 +161,6 @@ def register(mcp: MCPServer, bridge: Bridge, sessions: SessionTools | None = Non
                 "conversation: name the goal, files, conventions and the exact deliverable.",
             ),
         ],
-        model: Annotated[str | None, Field(description="Model alias or name.")] = None,
-        allowed_tools: Annotated[
-            list[str] | None,
-            Field(description="Tools it may use without asking, e.g. ['Read', 'Edit', 'Bash']."),
-        ] = None,
-        disallowed_tools: Annotated[
-            list[str] | None, Field(description="Tools it must not use.")
-        ] = None,
-        permission_mode: Annotated[
-            Literal["default", "acceptEdits", "bypassPermissions", "plan", "dontAsk", "auto"]
-            | None,
-            Field(description="Permission mode of the run."),
-        ] = None,
-        skip_permissions: Annotated[
-            bool, Field(description="--dangerously-skip-permissions: no permission checks.")
-        ] = False,
-        max_turns: Annotated[int | None, Field(ge=1, description="Stop after N turns.")] = None,
-        max_budget_usd: Annotated[
-            float | None, Field(gt=0, description="Stop once the run has cost this much.")
-        ] = None,
-        mcp_config: Annotated[
-            str | dict[str, Any] | None,
-            Field(description="MCP servers for the run: a JSON string, a path, or an object."),
-        ] = None,
-        append_system_prompt: Annotated[
-            str | None, Field(description="Text appended to its system prompt.")
-        ] = None,
-        add_dirs: Annotated[
-            list[str] | None, Field(description="More directories it may access.")
-        ] = None,
         resume: Annotated[
             str | None,
             Field(description="A claude_session_id from an earlier run: continue that talk."),
@@ -196,6 +174,7 @@ def register(mcp: MCPServer, bridge: Bridge, sessions: SessionTools | None = Non
         env: Env = None,
         name: Name = None,
         wait: Wait = True,
+        **claude: Any,
     ) -> CallToolResult:
         """Delegate a task to a fresh Claude Code instance (`claude -p`) with a clean context.
 
@@ -212,17 +191,8 @@ def register(mcp: MCPServer, bridge: Bridge, sessions: SessionTools | None = Non
         """
         try:
             p = ExecuteClaudeParams(
+                **claude,
                 prompt=prompt,
-                model=model,
-                allowed_tools=allowed_tools,
-                disallowed_tools=disallowed_tools,
-                permission_mode=permission_mode,
-                skip_permissions=skip_permissions,
-                max_turns=max_turns,
-                max_budget_usd=max_budget_usd,
-                mcp_config=mcp_config,
-                append_system_prompt=append_system_prompt,
-                add_dirs=add_dirs,
                 resume=resume,
                 fork_session=fork_session,
                 cwd=cwd,
@@ -380,7 +350,7 @@ def register(mcp: MCPServer, bridge: Bridge, sessions: SessionTools | None = Non
             "websocket_url": s.websocket_url,
             "wait_timeout": s.wait_timeout,
             "max_output_chars": s.max_output_chars,
-            "backends": await _read(bridge.backend.info()),
+            "backends": await _read(bridge.info()),
             "sessions": await sessions.counts(),
         }
         return _json(info)
@@ -442,12 +412,12 @@ def register(mcp: MCPServer, bridge: Bridge, sessions: SessionTools | None = Non
 
 
 def build_server(
-    settings: BridgeSettings | None = None, backend: Backend | None = None
+    settings: BridgeSettings | None = None, connect: Connect | None = None
 ) -> MCPServer:
-    """The MCP server, ready to run; its backend connects on first use."""
+    """The MCP server, ready to run; its transport connects on first use."""
     settings = settings or BridgeSettings()
-    bridge = Bridge(settings, backend or make_backend(settings))
-    sessions = SessionTools(settings, bridge.backend)
+    bridge = Bridge(settings, connect)
+    sessions = SessionTools(settings, bridge.transport)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[dict[str, Any]]:

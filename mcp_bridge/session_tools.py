@@ -8,7 +8,7 @@ logic is in `mcp_bridge.sessions`.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import orjson
 from mcp.server.mcpserver import Context, MCPServer
@@ -16,7 +16,9 @@ from mcp.server.mcpserver.exceptions import ResourceError
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
+from cc_executor.protocol import SessionCreateParams
 from mcp_bridge.bridge import failure
+from mcp_bridge.params import params_of
 from mcp_bridge.results import JSON_OPTS, error, guard, ok, peer_cancelled, reads, reporter, runs
 from mcp_bridge.sessions import SessionTools
 
@@ -69,7 +71,7 @@ def register_sessions(mcp: MCPServer, sessions: SessionTools) -> None:
         turn's outcome in last_status and its answer in last_result (first 2000
         characters; get_session_logs shows every turn). Also: claude_session_id (the
         conversation), watch_mode, watch_turns and watch_stopped, messages_in and
-        messages_out, model, allowed_tools, end_reason.
+        messages_out, claude_options (model, allowed_tools, ... of its turns), end_reason.
         """
         return await guard(sessions.status(session_id))
 
@@ -149,70 +151,9 @@ def register_sessions(mcp: MCPServer, sessions: SessionTools) -> None:
         )
 
     @mcp.tool(title="Create a session", annotations=runs("Create a session"))
+    @params_of(SessionCreateParams)  # as protocol.SessionCreateParams declares them
     async def create_session(
-        working_dir: WorkingDir,
-        watch_mode: Annotated[
-            bool,
-            Field(
-                description="After each completed turn, send continuation_prompt as a new "
-                "turn, up to max_turns times (default 10): the session keeps working alone."
-            ),
-        ] = False,
-        max_turns: Annotated[
-            int | None,
-            Field(ge=1, description="Watch mode: at most this many continuation turns."),
-        ] = None,
-        name: Annotated[
-            str | None,
-            Field(
-                min_length=1,
-                max_length=128,
-                description="A unique name (e.g. 'backend') usable wherever a session_id is.",
-            ),
-        ] = None,
-        prompt: Annotated[
-            str | None,
-            Field(min_length=1, description="Send this as the first turn right away."),
-        ] = None,
-        model: Annotated[str | None, Field(description="Model alias or name.")] = None,
-        allowed_tools: Annotated[
-            list[str] | None,
-            Field(
-                description="Tools every turn may use without asking, e.g. ['Read', 'Edit', "
-                "'Bash', 'mcp__cc_executor']. In headless turns a tool that needs a "
-                "permission prompt is denied."
-            ),
-        ] = None,
-        disallowed_tools: Annotated[
-            list[str] | None, Field(description="Tools its turns must not use.")
-        ] = None,
-        permission_mode: Annotated[
-            Literal["default", "acceptEdits", "bypassPermissions", "plan", "dontAsk", "auto"]
-            | None,
-            Field(description="Permission mode of its turns."),
-        ] = None,
-        skip_permissions: Annotated[
-            bool, Field(description="--dangerously-skip-permissions for its turns.")
-        ] = False,
-        append_system_prompt: Annotated[
-            str | None,
-            Field(description="Text appended to the system prompt of every turn (its role)."),
-        ] = None,
-        mcp_config: Annotated[
-            str | dict[str, Any] | None,
-            Field(
-                description="MCP servers for its turns (a JSON string, a path or an object); "
-                "give it this cc_executor server so it can message other sessions (see "
-                "docs/sessions.md)."
-            ),
-        ] = None,
-        continuation_prompt: Annotated[
-            str, Field(min_length=1, description="Watch mode: the prompt of each continuation.")
-        ] = "continue",
-        turn_timeout: Annotated[
-            float | None,
-            Field(gt=0, description="Wall-clock limit (s) of each turn (then timed_out)."),
-        ] = None,
+        **params: Any,
     ) -> CallToolResult:
         """Create a persistent Claude session (a named conversation) on the executor service.
 
@@ -223,26 +164,14 @@ def register_sessions(mcp: MCPServer, sessions: SessionTools) -> None:
         self-contained job use execute_claude instead; for one command,
         spawn_temp_session or execute_task.
 
+        Its Claude options (model, allowed_tools, ...) apply to every turn. Give it this
+        cc_executor server in mcp_config (see docs/sessions.md) and allow
+        mcp__cc_executor so it can message the other sessions.
+
         Returns the session record: session_id (use it, or the name, in the other
         session tools), status "idle" (or "running" with first_turn when prompt was
         given), and its configuration. The working directory must exist.
         """
-        params = {
-            "working_dir": working_dir,
-            "watch_mode": watch_mode,
-            "max_turns": max_turns,
-            "name": name,
-            "prompt": prompt,
-            "model": model,
-            "allowed_tools": allowed_tools,
-            "disallowed_tools": disallowed_tools,
-            "permission_mode": permission_mode,
-            "skip_permissions": skip_permissions,
-            "append_system_prompt": append_system_prompt,
-            "mcp_config": mcp_config,
-            "continuation_prompt": continuation_prompt,
-            "turn_timeout": turn_timeout,
-        }
         return await guard(sessions.create(params))
 
     kill_title = "Kill a session"

@@ -1,10 +1,11 @@
 """What the session tools do, apart from MCP: `session.*` calls, bounded waits, lean results.
 
-Sessions live in the executor service (docs/sessions.md): every tool is one `session.*`
-method sent through the backend's `call`. The remote backend sends it over the pooled
-WebSocket; in `local` mode the local backend runs it on a SessionManager of its own engine;
-in `auto` mode sessions never fall back (a private copy would split them from the other
-agents'), so an unreachable service is an error that says to start it.
+Sessions live where the bridge's tasks run (docs/sessions.md): every tool is one
+`session.*` method sent through the bridge's transport, like the task tools' methods. Over
+the WebSocket it reaches the service's sessions, shared by every agent; in `local` mode,
+and in `auto` mode while the service is down, the in-process engine's own session manager
+(sessions stored in its data dir, seen by this bridge alone) serves it, through the same
+handlers. A session stays with the side that holds it.
 
 Calls that can wait long (a message with `wait_for_response`, `coordinate_sessions`,
 `spawn_temp_session`) return within the bridge's `wait_timeout` like the task tools,
@@ -22,11 +23,12 @@ from typing import Any, TypeVar
 
 import anyio
 
-from cc_executor.client import ExecutorConnectionError
-from cc_executor.protocol import PARAMS, ErrorCode, ProtocolError
-from mcp_bridge.backend import Backend, ServiceUnavailable
-from mcp_bridge.bridge import Report, ToolFailure, _clip_text, failure
+from cc_executor.protocol import PARAMS, ErrorCode, Method, ProtocolError
+from cc_executor.transport import ExecutorConnectionError, ServiceUnavailable, Transport
+from mcp_bridge.failures import ToolFailure, failure
 from mcp_bridge.settings import BridgeSettings
+from mcp_bridge.watch import Report
+from mcp_bridge.watch import clip_text as _clip_text
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +56,10 @@ SUMMARY_KEYS = (
     "created_at",
     "updated_at",
     "end_reason",
+    "backend",
 )
-"""What a listing shows of each session; get_session_status shows all of it."""
+"""What a listing shows of each session; get_session_status shows all of it. `backend`
+(auto mode): "websocket" for the service's sessions, "local" for this bridge's own."""
 LISTED_RESULT_CHARS = 500
 _KILL_WAIT_S = 15.0
 
@@ -76,37 +80,35 @@ def summary(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 class SessionTools:
-    """The session tools' logic over one backend."""
+    """The session tools' logic over one transport (the bridge's)."""
 
-    def __init__(self, settings: BridgeSettings, backend: Backend) -> None:
+    def __init__(self, settings: BridgeSettings, transport: Transport) -> None:
         self.settings = settings
-        self.backend = backend
+        self.transport = transport
         self._background: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ plumbing
 
     async def call(
-        self, method: str, params: dict[str, Any], *, idempotent: bool = False
+        self, method: Method, params: dict[str, Any], *, idempotent: bool = False
     ) -> dict[str, Any]:
         """One `session.*` method; its params are checked here first (clear messages, and
-        nothing is sent that the service would refuse)."""
+        nothing is sent that the service would refuse). `idempotent`: a read, so a lost
+        connection means nothing was changed."""
         PARAMS[method].model_validate(params)
         try:
-            return await self.backend.call(method, params, idempotent=idempotent)
+            return await self.transport.call(method, params)
         except ServiceUnavailable as exc:
-            msg = _unreachable(exc)
-            if self.settings.bridge_mode == "auto":
-                msg += ". Tasks (execute_task, execute_claude) still run inside this server"
-            raise ToolFailure(msg, -32000) from exc
+            raise ToolFailure(_unreachable(exc), ErrorCode.SERVICE_UNAVAILABLE) from exc
         except ExecutorConnectionError as exc:
             if idempotent:
                 msg = f"lost the connection to the cc-executor service: {exc}"
-                raise ToolFailure(msg, -32000) from exc
+                raise ToolFailure(msg, ErrorCode.SERVICE_UNAVAILABLE) from exc
             raise ToolFailure(
                 f"lost the connection to the cc-executor service during {method}: {exc}. It "
                 "may have been carried out: check list_sessions / get_session_status before "
                 "trying again.",
-                -32000,
+                ErrorCode.SERVICE_UNAVAILABLE,
             ) from exc
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -161,7 +163,9 @@ class SessionTools:
     # ------------------------------------------------------------------ reads
 
     async def list_sessions(self, include_ended: bool) -> dict[str, Any]:
-        res = await self.call("session.list", {"include_ended": include_ended}, idempotent=True)
+        res = await self.call(
+            Method.SESSION_LIST, {"include_ended": include_ended}, idempotent=True
+        )
         return {
             "sessions": [summary(s) for s in res.get("sessions", ())],
             "total": res.get("total"),
@@ -169,7 +173,7 @@ class SessionTools:
         }
 
     async def status(self, ref: str) -> dict[str, Any]:
-        rec = await self.call("session.status", {"session_id": ref}, idempotent=True)
+        rec = await self.call(Method.SESSION_STATUS, {"session_id": ref}, idempotent=True)
         if rec.get("status") == "running" and rec.get("current_task_id"):
             rec["hint"] = (
                 f"Turn {rec.get('current_turn')} is running as task {rec['current_task_id']}: "
@@ -179,7 +183,9 @@ class SessionTools:
         return rec
 
     async def logs(self, ref: str, lines: int) -> dict[str, Any]:
-        res = await self.call("session.logs", {"session_id": ref, "lines": lines}, idempotent=True)
+        res = await self.call(
+            Method.SESSION_LOGS, {"session_id": ref, "lines": lines}, idempotent=True
+        )
         entries = res.get("entries") or []
         budget = max(500, self.settings.max_output_chars // max(1, len(entries)))
         for e in entries:
@@ -194,19 +200,20 @@ class SessionTools:
         return res
 
     async def counts(self) -> dict[str, Any]:
-        """Session counts for the status resource, asked only over an open connection (the
-        resource never connects by itself); else why there are none."""
-        if getattr(self.backend, "remote_up", None) is False:
-            return {"available": False, "error": SERVICE_NEEDED}
-        if not self.backend.call_ready():
-            where = "the service" if self.settings.bridge_mode != "local" else "the local engine"
+        """Session counts for the status resource, asked only when the transport is ready
+        (the resource never connects or starts an engine by itself); else why there are
+        none."""
+        if not self.transport.info().get("ready"):
+            where = {"websocket": "the service", "local": "the local engine"}.get(
+                self.settings.bridge_mode, "the service or the local engine"
+            )
             return {
                 "available": None,
                 "note": f"not connected to {where} yet: list_sessions or the "
                 "cc-executor://sessions resource ask it",
             }
         try:
-            res = await self.call("session.list", {"include_ended": False}, idempotent=True)
+            res = await self.call(Method.SESSION_LIST, {"include_ended": False}, idempotent=True)
         except Exception as exc:
             return {"available": False, "error": failure(exc).message}
         running = sum(1 for s in res.get("sessions", ()) if s.get("status") == "running")
@@ -221,7 +228,7 @@ class SessionTools:
 
     async def create(self, params: dict[str, Any]) -> dict[str, Any]:
         p = {k: v for k, v in params.items() if v is not None}
-        rec = await self.call("session.create", p)
+        rec = await self.call(Method.SESSION_CREATE, p)
         rec["hint"] = (
             f'Give it work with send_message_to_session(session_id="{rec["session_id"]}", '
             "message=...); each message is one turn of the same conversation."
@@ -229,7 +236,7 @@ class SessionTools:
         return rec
 
     async def kill(self, ref: str) -> dict[str, Any]:
-        return await self.call("session.kill", {"session_id": ref})
+        return await self.call(Method.SESSION_KILL, {"session_id": ref})
 
     async def send(
         self,
@@ -256,7 +263,7 @@ class SessionTools:
             limit = self.settings.wait_timeout if timeout is None else timeout
             limit = min(limit, self.settings.wait_timeout)
             params["timeout"] = limit  # the service answers by then, turn done or not
-        call = asyncio.ensure_future(self.call("session.send", params))
+        call = asyncio.ensure_future(self.call(Method.SESSION_SEND, params))
         try:
             await self._await(call, None, report if wait else None, f"waiting for {ref}'s answer")
         except asyncio.CancelledError:
@@ -314,8 +321,8 @@ class SessionTools:
     ) -> dict[str, Any]:
         p = {k: v for k, v in params.items() if v is not None}
         name = p.setdefault("name", "temp-" + uuid.uuid4().hex[:8])
-        PARAMS["session.spawn_temp"].model_validate(p)  # bad params: an error now
-        call = self._spawn(self.call("session.spawn_temp", p))
+        PARAMS[Method.SESSION_SPAWN_TEMP].model_validate(p)  # bad params: an error now
+        call = self._spawn(self.call(Method.SESSION_SPAWN_TEMP, p))
         try:
             done = await self._await(
                 call, self.settings.wait_timeout, report, f"temporary session {name} running"
@@ -348,7 +355,7 @@ class SessionTools:
     async def _temp_running(self, name: str, p: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {"status": "running", "name": name, "temp": True}
         with contextlib.suppress(Exception):
-            rec = await self.call("session.status", {"session_id": name}, idempotent=True)
+            rec = await self.call(Method.SESSION_STATUS, {"session_id": name}, idempotent=True)
             out["session_id"] = rec.get("session_id")
             out["task_id"] = rec.get("current_task_id") or rec.get("last_task_id")
         out["working_dir"] = p.get("working_dir")
@@ -366,7 +373,7 @@ class SessionTools:
     async def _kill_quietly(self, ref: str) -> None:
         with anyio.CancelScope(shield=True), anyio.move_on_after(_KILL_WAIT_S):
             try:
-                await self.call("session.kill", {"session_id": ref})
+                await self.call(Method.SESSION_KILL, {"session_id": ref})
                 log.info("killed temporary session %s: the client cancelled its call", ref)
             except Exception as exc:
                 log.info("could not kill temporary session %s: %s", ref, exc)
@@ -385,8 +392,8 @@ class SessionTools:
             "timeout": timeout,
             "cancel_on_timeout": cancel_on_timeout,
         }
-        PARAMS["session.coordinate"].model_validate(params)
-        call = self._spawn(self.call("session.coordinate", params))
+        PARAMS[Method.SESSION_COORDINATE].model_validate(params)
+        call = self._spawn(self.call(Method.SESSION_COORDINATE, params))
         # Cancelling this call stops the waiting only: the sessions keep their subtasks.
         done = await self._await(
             call,

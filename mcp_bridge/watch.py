@@ -1,20 +1,31 @@
 """Following one task while a tool call waits on it: output capture, progress text, clipping.
 
 A `TaskWatch` is fed the task's notifications (`process.output`, `claude.event`,
-`process.completed`, ...) by whichever backend runs it, synchronously and without copying
-more than it keeps: the first and last bytes of each stream (enough to answer inline), the
-latest line or Claude event (the progress message), and the completion. `clip` turns
-captured bytes into the head-and-tail text a tool returns.
+`process.completed`, ...) from the transport's notification sink (`Watches.feed`),
+synchronously and without copying more than it keeps: the first and last bytes of each
+stream (enough to answer inline), the latest line or Claude event (the progress message),
+and the completion. `follow` sleeps until a watched thing ends, reporting progress; `clip`
+turns captured bytes into the head-and-tail text a tool returns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from cc_executor.client import output_bytes
+from cc_executor.client import ExecutorConnectionError, output_bytes
 from cc_executor.protocol import Notification
+from cc_executor.transport import CHANNEL_LOST
+from mcp_bridge.settings import BridgeSettings
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[str], Awaitable[None]]
+"""Sends one progress notification with this message (the counter is the caller's)."""
 
 MESSAGE_CHARS = 200
 
@@ -146,6 +157,8 @@ class TaskWatch:
             self.completed = params
             self.status = str(params.get("status"))
             self.ended.set()
+        elif method == CHANNEL_LOST:
+            self.fail(ExecutorConnectionError(str(params.get("error") or "connection lost")))
         self.version += 1
 
     def fail(self, exc: BaseException) -> None:
@@ -171,6 +184,80 @@ class TaskWatch:
                 msg = f"[paused] {msg}"
             self._message = msg
         return self._message
+
+
+class Watches:
+    """The watches of the tasks tool calls wait on, fed from the transport's sink.
+
+    A notification of a task nobody watches is dropped: a task's notifications come after
+    the reply that names it, and the bridge opens its watch as soon as it has that reply
+    (or before it subscribes to a task it did not start).
+    """
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self._by_task: dict[str, TaskWatch] = {}
+
+    def feed(self, method: str, params: dict[str, Any]) -> None:
+        watch = self._by_task.get(params.get("task_id") or "")
+        if watch is not None:
+            watch.feed(method, params)
+
+    def open(self, task_id: str) -> TaskWatch:
+        watch = self._by_task[task_id] = TaskWatch(task_id, self.keep)
+        return watch
+
+    def get(self, task_id: str) -> TaskWatch | None:
+        return self._by_task.get(task_id)
+
+    def close(self, task_id: str) -> TaskWatch | None:
+        return self._by_task.pop(task_id, None)
+
+
+class Followed(Protocol):
+    """Anything a wait can follow: a task's watch, or a task list run."""
+
+    version: int  # bumps whenever there is something new to report
+    ended: asyncio.Event  # set once it is finished
+
+    @property
+    def finished(self) -> bool: ...
+
+
+async def follow(
+    target: Followed,
+    deadline: float | None,
+    on_progress: Callable[[], Awaitable[None]] | None,
+    s: BridgeSettings,
+) -> None:
+    """Sleep until `target` is finished or the deadline (loop time) passes, reporting progress.
+
+    Only the end wakes the wait: output does not (a chatty task costs no wake-ups). With
+    progress, it also looks every `progress_interval` and reports when something changed,
+    or every `heartbeat_interval` when nothing did; a task ending sooner reports nothing.
+    """
+    loop = asyncio.get_running_loop()
+    reported = -1
+    reported_at = loop.time()
+    while not target.finished:
+        now = loop.time()
+        if deadline is not None and now >= deadline:
+            return
+        wake = deadline
+        if on_progress is not None:
+            gap = s.progress_interval if target.version != reported else s.heartbeat_interval
+            if now >= reported_at + gap:
+                reported, reported_at = target.version, now
+                try:
+                    await on_progress()
+                except Exception:  # a client that went away must not fail the wait
+                    log.debug("progress notification failed", exc_info=True)
+                continue
+            tick = min(now + s.progress_interval, reported_at + gap)
+            wake = tick if wake is None else min(wake, tick)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(wake):
+                await target.ended.wait()
 
 
 @dataclass(slots=True)
@@ -220,3 +307,14 @@ def clip(head: bytes, tail: bytes, total: int, max_chars: int, task_id: str, str
         f"limit={omitted}){resource} ...]\n\n"
     )
     return Clip(_text(hb) + marker + _text(tb), True, total, start, omitted)
+
+
+def clip_text(text: str, max_chars: int, where: str) -> tuple[str, bool]:
+    """`text` cut to `max_chars` around a marker saying how much is omitted and where it is
+    whole; and whether it was cut."""
+    if len(text) <= max_chars:
+        return text, False
+    half = max_chars // 2
+    omitted = len(text) - 2 * half
+    marker = f"\n\n[... {omitted} characters omitted; {where} ...]\n\n"
+    return text[:half] + marker + text[-half:], True

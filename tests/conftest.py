@@ -1,22 +1,21 @@
-"""Shared fixtures: a real service on an ephemeral loopback port, clients, process checks."""
+"""Shared fixtures: a real service on an ephemeral loopback port, clients, process checks.
+
+Helpers that are not fixtures (polling, /proc, free ports, the service as a separate
+process) live in tests/support: `from tests.support import ...`.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from cc_executor.client import ExecutorClient
 from cc_executor.config import Settings
-from cc_executor.engine import Engine, process
+from cc_executor.engine import Engine
 from cc_executor.server import ExecutorService
-
-FAKE_CLAUDE = Path(__file__).parent / "fake_claude" / "claude"
+from tests.support import FAKE_CLAUDE, live_members
 
 
 @pytest.fixture
@@ -74,36 +73,6 @@ def fake_claude_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return state
 
 
-def live_members(pgid: int) -> dict[int, str]:
-    """Members of a process group that still exist and are not zombies."""
-    return {pid: st for pid, st in process.group_members(pgid).items() if st not in "ZX"}
-
-
-async def wait_until(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Poll a condition of the outside world (process table, files) until true or timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        await asyncio.sleep(0.01)
-    return pred()
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[Any]], check: Callable[[Any], bool], timeout: float = 20.0
-) -> Any:
-    """Ask again (e.g. the service's status) until `check(await probe())` holds, and return
-    that answer; fail with the last answer when the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if check(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached in {timeout}s; last value {value}")
-        await asyncio.sleep(0.02)
-
-
 @pytest.fixture
 def assert_group_gone() -> Callable[[int], None]:
     def check(pgid: int) -> None:
@@ -111,11 +80,3 @@ def assert_group_gone() -> Callable[[int], None]:
         assert not left, f"processes left in group {pgid}: {left}"
 
     return check
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return process.group_members(os.getpgid(pid)).get(pid, "Z") not in "ZX"

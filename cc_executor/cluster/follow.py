@@ -197,9 +197,14 @@ class Followers:
         f = self.tasks.pop(task_id, None)
         if f is None:
             return []
-        for sub in f.subscribers:
+        subs = list(f.subscribers)
+        f.subscribers.clear()  # a tail read or a recheck still under way finds nobody
+        f.completed = True
+        for rlog in f.logs.values():
+            rlog.closed = True
+        for sub in subs:
             sub.forget(task_id)
-        return list(f.subscribers)
+        return subs
 
     def unfollow(self, task_id: str, subscriber: Subscriber) -> bool:
         f = self.tasks.get(task_id)

@@ -71,6 +71,8 @@ class _Row:
 class RedisTaskStore:
     """The cluster's task records; see the module docstring."""
 
+    shared = True  # every node's records: recovery touches only this node's
+
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._save = redis.register_script(SAVE_LUA)

@@ -2,19 +2,24 @@
 
 The page is plain HTML, CSS and JavaScript shipped in this package (no build step, no
 CDN). It speaks the same JSON-RPC protocol over the same WebSocket as any client, with the
-same token; this module only answers the plain-HTTP requests for its files and names the
-page's own origins, which the service admits in its Origin check.
+same token; this module only answers the plain-HTTP requests for its files and for
+`/protocol.json` (the protocol's names, from `protocol.protocol_description()`, which the
+page reads instead of spelling them), and names the page's own origins, which the service
+admits in its Origin check.
 """
 
 from __future__ import annotations
 
 import functools
 import ipaddress
+import json
 from http import HTTPStatus
 from importlib import resources
 
 from websockets.datastructures import Headers
 from websockets.http11 import Response
+
+from cc_executor.protocol import protocol_description
 
 # Nothing but this page's own files and its own WebSocket: no inline script or style, no
 # other origin, no framing, no forms, no plugins.
@@ -31,6 +36,9 @@ ASSETS: dict[str, tuple[str, str]] = {
     "/static/style.css": ("style.css", "text/css; charset=utf-8"),
 }
 
+PROTOCOL_PATH = "/protocol.json"
+"""The protocol's names as JSON (no token needed: they are no secret, docs/protocol.md)."""
+
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 
@@ -39,13 +47,22 @@ def _read(name: str) -> bytes:
     return resources.files(__name__).joinpath(name).read_bytes()
 
 
+@functools.cache
+def _protocol_json() -> bytes:
+    return json.dumps(protocol_description(), indent=1).encode()
+
+
 def asset_response(path: str) -> Response | None:
-    """The response for one of the page's files, or None if `path` is not one."""
-    entry = ASSETS.get(path)
-    if entry is None:
-        return None
-    name, content_type = entry
-    body = _read(name)
+    """The response for one of the page's files (or the protocol's names), or None if
+    `path` is none of them."""
+    if path == PROTOCOL_PATH:
+        body, content_type = _protocol_json(), "application/json"
+    else:
+        entry = ASSETS.get(path)
+        if entry is None:
+            return None
+        name, content_type = entry
+        body = _read(name)
     headers = Headers(
         [
             ("Content-Type", content_type),

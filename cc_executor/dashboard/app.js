@@ -2,7 +2,9 @@
 // It speaks the service's JSON-RPC 2.0 protocol over the same WebSocket as any client
 // (docs/protocol.md): `listen` for every task's lifecycle events, `status` for the task
 // table, `session.list` / `session.logs` for sessions, `output` and `subscribe` (with
-// from_offset) for the log view, `control` for the buttons.
+// from_offset) for the log view, `control` for the buttons. The names of methods,
+// notifications, statuses and actions come from the service (GET /protocol.json, built from
+// cc_executor/protocol.py): the page spells none of them itself.
 "use strict";
 
 (() => {
@@ -13,7 +15,35 @@
   const READ_LIMIT = 1024 * 1024; // bytes per `output` call
   const TASK_LIMIT = 200;
   const REFRESH_MS = 2000;
-  const FINAL = new Set(["completed", "failed", "cancelled", "timed_out", "lost"]);
+
+  // ------------------------------------------------------------------ the protocol's names
+
+  let M = {}; // methods by member name: M.STATUS is "status"
+  let N = {}; // notifications: N.OUTPUT is "process.output"
+  let S = {}; // task statuses: S.RUNNING is "running"
+  let A = {}; // control actions: A.PAUSE is "PAUSE"
+  let FINAL = new Set();
+
+  async function loadProtocol() {
+    for (let delay = 500; ; delay = Math.min(delay * 2, 10000)) {
+      try {
+        const r = await fetch("/protocol.json", { cache: "no-store" });
+        if (!r.ok) throw new Error(`HTTP ${r.status}`);
+        const p = await r.json();
+        M = p.methods;
+        N = p.notifications;
+        S = p.task_statuses;
+        A = p.actions;
+        FINAL = new Set(p.final_statuses);
+        return;
+      } catch (_) {
+        setConn("closed", "service unreachable, retrying");
+        await new Promise((done) => setTimeout(done, delay));
+      }
+    }
+  }
+
+  let protocolReady = null; // the promise of loadProtocol(), started by init()
 
   const $ = (id) => document.getElementById(id);
   const el = (tag, cls, text) => {
@@ -222,8 +252,9 @@
 
   const rpc = new Rpc(onNotify, onOpen, onClose);
 
-  function connect() {
+  async function connect() {
     clearTimeout(retryTimer);
+    await protocolReady;
     const token = getToken();
     if (!token) {
       askToken("Enter the service's token (or open this page with #token=...).");
@@ -248,7 +279,7 @@
     setConn("open", "connected");
     showMessage("");
     try {
-      await rpc.call("listen", { enabled: true });
+      await rpc.call(M.LISTEN, { enabled: true });
     } catch (e) {
       showMessage(`listen failed: ${e.message}`, true);
     }
@@ -285,22 +316,22 @@
 
   function onNotify(method, p) {
     switch (method) {
-      case "process.output":
+      case N.OUTPUT:
         logView.onOutput(p);
         break;
-      case "process.dropped":
+      case N.DROPPED:
         logView.onDropped(p);
         break;
-      case "process.error":
+      case N.ERROR:
         if (p.task_id === logView.taskId) showMessage(`task ${p.task_id}: ${p.error}`, true);
         break;
-      case "process.started":
-      case "process.paused":
-      case "process.resumed":
-      case "process.completed":
+      case N.STARTED:
+      case N.PAUSED:
+      case N.RESUMED:
+      case N.COMPLETED:
         onTaskEvent(method, p);
         break;
-      case "session.updated":
+      case N.SESSION_UPDATED:
         scheduleSessions();
         break;
       default:
@@ -312,7 +343,7 @@
     const t = tasks.get(p.task_id);
     if (t) {
       if (p.status) t.rec.status = p.status;
-      if (method === "process.completed") {
+      if (method === N.COMPLETED) {
         Object.assign(t.rec, p);
         t.stdout = p.stdout_bytes;
         t.stderr = p.stderr_bytes;
@@ -321,7 +352,7 @@
     }
     if (p.task_id === logView.taskId) {
       if (p.status) logView.setStatus(p.status);
-      if (method === "process.completed") logView.updateRange();
+      if (method === N.COMPLETED) logView.updateRange();
     }
     scheduleRefresh(100);
   }
@@ -337,7 +368,7 @@
     clearTimeout(refreshTimer);
     if (!rpc.open) return;
     try {
-      const res = await rpc.call("status", { limit: TASK_LIMIT });
+      const res = await rpc.call(M.STATUS, { limit: TASK_LIMIT });
       const now = performance.now();
       const seen = new Set();
       for (const rec of res.tasks) {
@@ -372,11 +403,11 @@
   // A live task's record does not count its bytes yet: `output` with limit 0 gives the
   // total logged so far, for both streams of every live task, in one batch.
   async function refreshLiveBytes() {
-    const live = [...tasks.values()].filter((t) => !FINAL.has(t.rec.status) && t.rec.status !== "queued");
+    const live = [...tasks.values()].filter((t) => !FINAL.has(t.rec.status) && t.rec.status !== S.QUEUED);
     const calls = [];
     for (const t of live) {
-      calls.push(["output", { task_id: t.rec.task_id, stream: "stdout", limit: 0 }]);
-      calls.push(["output", { task_id: t.rec.task_id, stream: "stderr", limit: 0 }]);
+      calls.push([M.OUTPUT, { task_id: t.rec.task_id, stream: "stdout", limit: 0 }]);
+      calls.push([M.OUTPUT, { task_id: t.rec.task_id, stream: "stderr", limit: 0 }]);
     }
     const results = await Promise.allSettled(rpc.batch(calls));
     live.forEach((t, i) => {
@@ -435,9 +466,9 @@
     const buttons = el("div", "buttons");
     const s = rec.status;
     buttons.append(
-      controlButton("Pause", "PAUSE", t, s === "running"),
-      controlButton("Resume", "RESUME", t, s === "paused"),
-      controlButton("Cancel", "CANCEL", t, !FINAL.has(s), "danger"),
+      controlButton("Pause", A.PAUSE, t, s === S.RUNNING),
+      controlButton("Resume", A.RESUME, t, s === S.PAUSED),
+      controlButton("Cancel", A.CANCEL, t, !FINAL.has(s), "danger"),
     );
     ctl.append(buttons);
     row.append(st, id, what, runtime, bytes, cost, ctl);
@@ -486,7 +517,7 @@
 
   async function control(taskId, action) {
     try {
-      const res = await rpc.call("control", { task_id: taskId, action });
+      const res = await rpc.call(M.CONTROL, { task_id: taskId, action });
       const t = tasks.get(taskId);
       if (t) {
         t.rec.status = res.status;
@@ -510,7 +541,7 @@
     if (!rpc.open || !sessionsEnabled) return;
     let res;
     try {
-      res = await rpc.call("session.list", { include_ended: true });
+      res = await rpc.call(M.SESSION_LIST, { include_ended: true });
     } catch (e) {
       if (e instanceof RpcError) {
         sessionsEnabled = false;
@@ -528,7 +559,7 @@
       li.append(el("span", "title", s.name || s.session_id), statusBadge(s.status));
       const meta = `${s.turns} turn${s.turns === 1 ? "" : "s"}` +
         (s.queued ? ` · ${s.queued} queued` : "") +
-        (s.model ? ` · ${s.model}` : "") +
+        (s.claude_options && s.claude_options.model ? ` · ${s.claude_options.model}` : "") +
         ` · ${s.working_dir || ""}`;
       li.append(el("span", "meta", meta));
       li.addEventListener("click", () => selectSession(s.session_id));
@@ -550,9 +581,9 @@
   async function loadSessionLogs(id) {
     let res;
     try {
-      res = await rpc.call("session.logs", { session_id: id, lines: 200 });
+      res = await rpc.call(M.SESSION_LOGS, { session_id: id, lines: 200 });
     } catch (e) {
-      showMessage(`session.logs: ${e.message}`, true);
+      showMessage(`${M.SESSION_LOGS}: ${e.message}`, true);
       return;
     }
     if (id !== selectedSession) return;
@@ -683,9 +714,9 @@
           if (s.name === this.active && !this.scrollPending) $("follow").checked = s.atBottom();
         });
       }
-      $("btn-pause").addEventListener("click", () => this.taskId && control(this.taskId, "PAUSE"));
-      $("btn-resume").addEventListener("click", () => this.taskId && control(this.taskId, "RESUME"));
-      $("btn-cancel").addEventListener("click", () => this.taskId && control(this.taskId, "CANCEL"));
+      $("btn-pause").addEventListener("click", () => this.taskId && control(this.taskId, A.PAUSE));
+      $("btn-resume").addEventListener("click", () => this.taskId && control(this.taskId, A.RESUME));
+      $("btn-cancel").addEventListener("click", () => this.taskId && control(this.taskId, A.CANCEL));
     },
 
     show(name) {
@@ -702,8 +733,8 @@
       const badge = $("log-status");
       badge.textContent = status;
       badge.dataset.status = status;
-      $("btn-pause").disabled = status !== "running";
-      $("btn-resume").disabled = status !== "paused";
+      $("btn-pause").disabled = status !== S.RUNNING;
+      $("btn-resume").disabled = status !== S.PAUSED;
       $("btn-cancel").disabled = FINAL.has(status);
     },
 
@@ -740,7 +771,7 @@
     },
 
     async read(taskId, stream, offset, limit) {
-      return rpc.call("output", { task_id: taskId, stream, offset, limit });
+      return rpc.call(M.OUTPUT, { task_id: taskId, stream, offset, limit });
     },
 
     // Append the log bytes [from, to) of one stream, read with `output`.
@@ -772,7 +803,7 @@
       this.queue = Promise.resolve();
       const resume = keepOffsets && prev === taskId;
       if (prev && prev !== taskId && rpc.open) {
-        rpc.call("unsubscribe", { task_id: prev }).catch(() => {});
+        rpc.call(M.UNSUBSCRIBE, { task_id: prev }).catch(() => {});
       }
       this.taskId = taskId;
       $("log-task").textContent = taskId;
@@ -784,8 +815,8 @@
       $("follow").checked = true;
       await this.enqueue(gen, async () => {
         const [o, e] = rpc.batch([
-          ["output", { task_id: taskId, stream: "stdout", limit: 0 }],
-          ["output", { task_id: taskId, stream: "stderr", limit: 0 }],
+          [M.OUTPUT, { task_id: taskId, stream: "stdout", limit: 0 }],
+          [M.OUTPUT, { task_id: taskId, stream: "stderr", limit: 0 }],
         ]);
         const totals = { stdout: (await o).total, stderr: (await e).total };
         for (const name of ["stdout", "stderr"]) {
@@ -794,7 +825,7 @@
           await this.fill(gen, name, totals[name]);
         }
         if (gen !== this.gen) return;
-        const res = await rpc.call("subscribe", {
+        const res = await rpc.call(M.SUBSCRIBE, {
           task_id: taskId,
           from_offset: this.streams.stdout.end,
           stderr_from_offset: this.streams.stderr.end,
@@ -908,6 +939,7 @@
       }
     });
     setInterval(tickRuntimes, 1000);
+    protocolReady = loadProtocol();
     connect();
   }
 

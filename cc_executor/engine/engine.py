@@ -201,9 +201,9 @@ class Engine(GroupControl, OutputServing):
         return rec
 
     async def list(self, limit: int = 1000) -> list[TaskRecord]:
+        # A finished record is saved before it is cached, and store reads see every
+        # earlier write: only live records (byte counts still moving) are merged in.
         by_id: dict[str, TaskRecord] = {r.task_id: r for r in await self.store.list(limit)}
-        for rid, rec in self._recent.items():
-            by_id[rid] = rec
         for rid, task in self._live.items():
             by_id[rid] = task.current_record()
         return sorted(by_id.values(), key=lambda r: r.created_at, reverse=True)[:limit]

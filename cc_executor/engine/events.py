@@ -18,8 +18,10 @@ been given live.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from cc_executor import jsonrpc
@@ -65,6 +67,25 @@ def output_event(task_id: str, stream: Stream, offset: int, data: bytes) -> Even
     if encoding:
         params["encoding"] = encoding
     return Event(Notification.OUTPUT, params, len(data))
+
+
+# The tasks held while one request is served (see `holds_of_this_request`).
+_request_holds: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "request_holds", default=None
+)
+
+
+@contextlib.contextmanager
+def holds_of_this_request() -> Iterator[list[str]]:
+    """Collect the ids of the tasks held while the enclosed request is served, so its
+    server releases exactly those once its reply is out (not another request's, whose
+    reply may still be on its way)."""
+    held: list[str] = []
+    token = _request_holds.set(held)
+    try:
+        yield held
+    finally:
+        _request_holds.reset(token)
 
 
 class Cursor:
@@ -193,14 +214,14 @@ class Subscriber:
         """Keep this task's events back until `release_held()` (called once the reply of
         the request that created it has been delivered)."""
         self._held.setdefault(task_id, [])
+        request = _request_holds.get()
+        if request is not None:
+            request.append(task_id)
 
-    def release_held(self) -> None:
-        """Deliver every held event, in order, and stop holding."""
-        if not self._held:
-            return
-        held, self._held = self._held, {}
-        for events in held.values():
-            for ev in events:
+    def release_held(self, task_ids: list[str]) -> None:
+        """Deliver the held events of these tasks, in order, and stop holding them."""
+        for task_id in task_ids:
+            for ev in self._held.pop(task_id, ()):
                 self._queued_bytes -= ev.weight
                 self.push(ev)
 

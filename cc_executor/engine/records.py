@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cc_executor.protocol import TaskStatus
@@ -51,14 +52,40 @@ class TaskRecord:
         return round(end - self.started_at, 6)
 
     def to_dict(self) -> dict[str, Any]:
-        """The public shape of a task (the `status` result and bridge results)."""
-        d = asdict(self)
-        d.pop("start_ticks")
-        d["status"] = str(self.status)
-        d["duration_s"] = self.duration_s
-        extra = d.pop("extra")
-        for k, v in extra.items():
-            d.setdefault(k, v)
+        """The public shape of a task (the `status` result and bridge results).
+
+        Every field but `start_ticks`, then `duration_s`, then the `extra` keys that do not
+        shadow a field. The record's own lists and dicts are copied (the caller may keep
+        or change what it gets; the engine keeps changing a live record); `status` of 1000
+        records is built from this, so nothing else is.
+        """
+        command = self.command
+        d: dict[str, Any] = {
+            "task_id": self.task_id,
+            "command": command if isinstance(command, str) else list(command),
+            "argv": list(self.argv),
+            "kind": self.kind,
+            "name": self.name,
+            "cwd": self.cwd,
+            "status": str(self.status),
+            "pid": self.pid,
+            "pgid": self.pgid,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "exit_code": self.exit_code,
+            "signal": self.signal,
+            "stdout_bytes": self.stdout_bytes,
+            "stderr_bytes": self.stderr_bytes,
+            "timeout": self.timeout,
+            "idle_timeout": self.idle_timeout,
+            "error": self.error,
+            "node": self.node,
+            "duration_s": self.duration_s,
+        }
+        for k, v in self.extra.items():
+            if k not in d:
+                d[k] = v if isinstance(v, _SCALARS) else _copy(v)
         return d
 
     def completed_params(self) -> dict[str, Any]:
@@ -83,3 +110,15 @@ class TaskRecord:
             d["result"] = result[:COMPLETED_RESULT_CHARS]
             d["result_truncated"] = True
         return d
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy of a JSON-like value (what `dataclasses.asdict` gave, for less)."""
+    if isinstance(value, dict):
+        return {k: v if isinstance(v, _SCALARS) else _copy(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(v if isinstance(v, _SCALARS) else _copy(v) for v in value)
+    return copy.deepcopy(value)

@@ -3,9 +3,11 @@
 A record this node left `running` or `paused` when it stopped without ending its tasks
 (a SIGKILL, a power cut) is marked `lost`, and its process group is killed if it is
 still there (after checking the leader's start time, so a reused pid is never hit); a
-record left `queued` is marked `cancelled`. Records of other nodes are not touched: only
-the node that ran a task may say it is gone. Spawns the store had not heard of yet are in
-the spawn journal (engine/journal.py).
+record left `queued` is marked `cancelled`. In a store shared with other nodes, their
+records are not touched: only the node that ran a task may say it is gone. A store of
+this engine's own (its locked data dir) holds only its records, whatever node name an
+earlier run gave them (the default name has the port in it). Spawns the store had not
+heard of yet are in the spawn journal (engine/journal.py).
 """
 
 from __future__ import annotations
@@ -42,7 +44,11 @@ async def recover(
     cluster, where it waits in the shared queue for any node (cc_executor/cluster/queue.py).
     """
     mine = (None, node) if owns_unassigned else (node,)
-    stale = [r for r in await store.list(limit=1_000_000, statuses=_UNFINISHED) if r.node in mine]
+    stale = [
+        r
+        for r in await store.list(limit=1_000_000, statuses=_UNFINISHED)
+        if not store.shared or r.node in mine
+    ]
     # Groups spawned just before a crash may be missing from the store, or still
     # `queued` there: the spawn journal knows them (see engine/journal.py).
     by_id = {r.task_id: r for r in stale}

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import sqlite3
 from collections.abc import Callable, Iterable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -26,6 +28,10 @@ T = TypeVar("T")
 
 
 class TaskStore(Protocol):
+    # Whether other engines (other nodes) keep their records here too. A store that only
+    # this engine uses holds nothing but its own records, whatever node name they carry.
+    shared: bool
+
     async def open(self) -> None: ...
     def save(self, record: TaskRecord) -> None: ...
     async def get(self, task_id: str) -> TaskRecord | None: ...
@@ -37,37 +43,30 @@ class TaskStore(Protocol):
 
 
 def record_to_row(rec: TaskRecord) -> tuple[str, float, str, bytes]:
-    data = {
-        "task_id": rec.task_id,
-        "command": rec.command,
-        "argv": rec.argv,
-        "kind": rec.kind,
-        "name": rec.name,
-        "cwd": rec.cwd,
-        "status": str(rec.status),
-        "pid": rec.pid,
-        "pgid": rec.pgid,
-        "start_ticks": rec.start_ticks,
-        "created_at": rec.created_at,
-        "started_at": rec.started_at,
-        "ended_at": rec.ended_at,
-        "exit_code": rec.exit_code,
-        "signal": rec.signal,
-        "stdout_bytes": rec.stdout_bytes,
-        "stderr_bytes": rec.stderr_bytes,
-        "timeout": rec.timeout,
-        "idle_timeout": rec.idle_timeout,
-        "error": rec.error,
-        "node": rec.node,
-        "extra": rec.extra,
-    }
-    return rec.task_id, rec.created_at, str(rec.status), orjson.dumps(data, default=str)
+    """The row of a record: every field, as one JSON object in field order.
+
+    orjson serializes the (slotted) dataclass itself, with `status` as its string value;
+    anything else it cannot encode, in `extra`, becomes its `str`.
+    """
+    data = orjson.dumps(rec, default=str)
+    return rec.task_id, rec.created_at, str(rec.status), data
+
+
+_FIELDS = tuple(f.name for f in fields(TaskRecord))
+_in_field_order = operator.itemgetter(*_FIELDS)
 
 
 def row_to_record(blob: bytes) -> TaskRecord:
     d: dict[str, Any] = orjson.loads(blob)
     d["status"] = TaskStatus(d["status"])
-    return TaskRecord(**d)
+    if len(d) == len(_FIELDS):
+        try:
+            # Positional: ~6x cheaper than keywords for 21 fields; `status` of 1000
+            # records decodes 1000 rows.
+            return TaskRecord(*_in_field_order(d))
+        except KeyError:
+            pass
+    return TaskRecord(**d)  # a row of another shape: missing fields get their defaults
 
 
 _SCHEMA = """
@@ -90,6 +89,8 @@ _UPSERT = (
 
 class SqliteTaskStore:
     """Task records in one SQLite file, written by a dedicated thread."""
+
+    shared = False  # one engine's own: its data dir is locked
 
     def __init__(self, path: Path) -> None:
         self.path = path

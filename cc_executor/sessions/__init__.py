@@ -4,7 +4,7 @@
 sessions, kill, temp sessions and coordination; `SessionStore` persists them (SQLite).
 """
 
-from cc_executor.sessions.manager import SessionManager, manager_for
+from cc_executor.sessions.manager import SessionManager
 from cc_executor.sessions.records import Message, Session, Turn
 from cc_executor.sessions.store import SessionStore, SqliteSessionStore
 
@@ -15,5 +15,4 @@ __all__ = [
     "SessionStore",
     "SqliteSessionStore",
     "Turn",
-    "manager_for",
 ]

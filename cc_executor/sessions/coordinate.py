@@ -14,11 +14,12 @@ import uuid
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from cc_executor.protocol import ErrorCode, ProtocolError, SessionCoordinateParams
+from cc_executor.protocol import ErrorCode, ProtocolError, SessionCoordinateParams, TaskStatus
 from cc_executor.sessions.records import Session
 
 if TYPE_CHECKING:
-    from cc_executor.sessions.manager import SessionManager, TurnHandle
+    from cc_executor.sessions.manager import SessionManager
+    from cc_executor.sessions.turns import TurnHandle
 
 
 def coordination_prompt(description: str, subtask: str, me: Session, others: list[Session]) -> str:
@@ -72,14 +73,17 @@ async def coordinate(manager: SessionManager, p: SessionCoordinateParams) -> dic
     for s, subtask in members:
         others = [o for o in sessions if o is not s]
         prompt = coordination_prompt(p.task_description, subtask, s, others)
-        h = manager.enqueue(s, prompt, subtask, "coordinate", coordination_id=cid)
+        h = manager.turns.enqueue(s, prompt, subtask, "coordinate", coordination_id=cid)
         handles[s.session_id] = (s, subtask, h)
     await asyncio.wait([h.done for _, _, h in handles.values()], timeout=p.timeout)
     timed_out = [sid for sid, (_, _, h) in handles.items() if not h.done.done()]
     if p.cancel_on_timeout and timed_out:
         reason = f"coordination timed out after {p.timeout}s"
         await asyncio.gather(
-            *(manager.cancel_turn(handles[sid][0], handles[sid][2], reason) for sid in timed_out)
+            *(
+                manager.turns.cancel_turn(handles[sid][0], handles[sid][2], reason)
+                for sid in timed_out
+            )
         )
     results: dict[str, dict[str, Any]] = {}
     for sid, (s, subtask, h) in handles.items():
@@ -88,7 +92,7 @@ async def coordinate(manager: SessionManager, p: SessionCoordinateParams) -> dic
             "session_id": sid,
             "name": s.name,
             "subtask": subtask,
-            "status": "timed_out" if sid in timed_out else t.status,
+            "status": TaskStatus.TIMED_OUT if sid in timed_out else t.status,
             "turn_status": t.status,
             "turn": t.turn,
             "task_id": t.task_id,
@@ -99,19 +103,19 @@ async def coordinate(manager: SessionManager, p: SessionCoordinateParams) -> dic
         }
     counts = Counter(r["status"] for r in results.values())
     if timed_out:
-        overall = "timed_out"
-    elif counts["completed"] == len(results):
-        overall = "completed"
+        overall = TaskStatus.TIMED_OUT
+    elif counts[TaskStatus.COMPLETED] == len(results):
+        overall = TaskStatus.COMPLETED
     else:
-        overall = "failed"
+        overall = TaskStatus.FAILED
     return {
         "coordination_id": cid,
         "task_description": p.task_description,
         "status": overall,
         "results": results,
         "timed_out": timed_out,
-        "completed": counts["completed"],
-        "failed": len(results) - counts["completed"] - len(timed_out),
+        "completed": counts[TaskStatus.COMPLETED],
+        "failed": len(results) - counts[TaskStatus.COMPLETED] - len(timed_out),
         "timeout": p.timeout,
         "duration_s": round(time.time() - began, 6),
     }

@@ -1,7 +1,8 @@
 """One handler per `session.*` method. Handlers build replies; the SessionManager acts.
 
 `SESSION_ROUTES` maps each method to its params model and handler; `cc_executor.handlers`
-merges it into `ROUTES`.
+merges it into `ROUTES`. The manager is the connection's (`Conn.sessions`): whoever serves
+the connection (the service, an in-process transport) hands in the one its runtime built.
 """
 
 from __future__ import annotations
@@ -22,17 +23,16 @@ from cc_executor.protocol import (
     SessionSendParams,
     SessionSpawnTempParams,
 )
-from cc_executor.sessions.manager import SessionManager, manager_for
 
 if TYPE_CHECKING:
     from cc_executor.handlers import Conn
+    from cc_executor.sessions.manager import SessionManager
 
 
 def _manager(conn: Conn) -> SessionManager:
-    manager = manager_for(conn.engine)
-    if manager is None:
-        raise ProtocolError(ErrorCode.INVALID_STATE, "sessions are not enabled on this service")
-    return manager
+    if conn.sessions is None:
+        raise ProtocolError(ErrorCode.INVALID_STATE, "sessions are not enabled on this connection")
+    return conn.sessions
 
 
 async def session_create(conn: Conn, p: SessionCreateParams) -> dict[str, Any]:

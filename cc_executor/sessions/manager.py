@@ -3,9 +3,9 @@
 A session is a named conversation in a working directory. Each turn is an ordinary
 `execute_claude` task (same task ids, control, output and records as any other): the first
 turn starts the conversation and records its Claude session id, later turns pass
-`--resume <it>`. Turns of one session run one at a time in the order sent (a FIFO queue with
-one worker task per busy session); different sessions run in parallel. The manager never
-spawns anything itself: every process belongs to the Engine.
+`--resume <it>`. `TurnQueues` (sessions/turns.py) runs each session's turns in order; the
+manager keeps the sessions: create, look up, send, kill, reconcile after a restart, and
+announce changes (`session.updated`). It never spawns anything itself.
 
 Watch mode sends the continuation prompt after each completed turn until `max_turns`
 continuations were sent or the session is killed. A message sent `from_session` is
@@ -19,52 +19,39 @@ import asyncio
 import contextlib
 import logging
 import time
-import weakref
-from collections import Counter, deque
-from dataclasses import dataclass, field
+from collections import Counter
 from typing import Any
 
-from cc_executor.claude.runner import claude_spec
 from cc_executor.config import Settings
-from cc_executor.engine import Engine, Event, TaskRecord
+from cc_executor.engine import Engine, Event
 from cc_executor.protocol import (
-    Action,
     ErrorCode,
-    ExecuteClaudeParams,
-    ExecuteParams,
     Notification,
     ProtocolError,
     SessionCoordinateParams,
     SessionCreateParams,
     SessionSpawnTempParams,
+    TaskStatus,
 )
 from cc_executor.sessions.coordinate import coordinate
 from cc_executor.sessions.records import (
-    RESULT_PREVIEW_CHARS,
     TURN_QUEUED,
     TURN_RUNNING,
     Message,
     Session,
     Turn,
-    TurnKind,
     new_message_id,
     new_session_id,
 )
 from cc_executor.sessions.store import SessionStore, SqliteSessionStore
 from cc_executor.sessions.temp import spawn_temp
-from cc_executor.tasks import check_cwd, command_spec
+from cc_executor.sessions.turns import TurnHandle, TurnQueues, apply_record, turn_params
+from cc_executor.tasks import check_cwd, spec_for
 
 log = logging.getLogger(__name__)
 
 WATCH_DEFAULT_MAX_TURNS = 10
 """Continuations watch mode sends when `max_turns` is not given: never unbounded."""
-
-_MANAGERS: weakref.WeakKeyDictionary[Engine, SessionManager] = weakref.WeakKeyDictionary()
-
-
-def manager_for(engine: Engine) -> SessionManager | None:
-    """The started SessionManager driving this engine, if any (how handlers find it)."""
-    return _MANAGERS.get(engine)
 
 
 def message_prompt(sender: Session, message: str) -> str:
@@ -73,30 +60,6 @@ def message_prompt(sender: Session, message: str) -> str:
         f"[Message from cc-executor session {sender.label}]\n\n{message}\n\n"
         f"(To answer, send a message to session {sender.session_id}.)"
     )
-
-
-@dataclass(eq=False)
-class TurnHandle:
-    """A queued turn, with futures that resolve when its task started and when it ended."""
-
-    turn: Turn
-    started: asyncio.Future[None]
-    done: asyncio.Future[Turn]
-
-
-@dataclass(eq=False)
-class _Live:
-    """Runtime state of a session: its queue and the worker running it (none when idle)."""
-
-    queue: deque[TurnHandle] = field(default_factory=deque)
-    current: TurnHandle | None = None
-    worker: asyncio.Task[None] | None = None
-    killed: bool = False
-
-
-def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
-    if not fut.done():
-        fut.set_result(value)
 
 
 class SessionManager:
@@ -111,7 +74,7 @@ class SessionManager:
             settings.data_dir / "sessions.sqlite3"
         )
         self._sessions: dict[str, Session] = {}
-        self._live: dict[str, _Live] = {}
+        self.turns = TurnQueues(engine, settings, self.store, self._notify)
         self._closing = False
         self._started = False
 
@@ -125,13 +88,13 @@ class SessionManager:
         now = time.time()
         for t in await self.store.open_turns():
             if t.task_id is None:
-                t.status = "cancelled"
+                t.status = TaskStatus.CANCELLED
                 t.error = "the service stopped before this turn ran"
             else:
                 with contextlib.suppress(ProtocolError):  # TASK_NOT_FOUND: a lost record
-                    self.apply_record(t, await self.engine.get(t.task_id))
+                    apply_record(t, await self.engine.get(t.task_id))
                 if t.status in (TURN_QUEUED, TURN_RUNNING):
-                    t.status = "lost"
+                    t.status = TaskStatus.LOST
                     t.error = "the service stopped while this turn was running"
             t.ended_at = t.ended_at or now
             self.store.save_turn(t)
@@ -144,27 +107,13 @@ class SessionManager:
                 s.status = "idle"
                 self.store.save_session(s)
         self._started = True
-        _MANAGERS[self.engine] = self
 
     async def stop(self) -> None:
         """Cancel running turns (their groups end), drop queued ones, close the store."""
         if self._closing:
             return
         self._closing = True
-        cancels = []
-        for sid, live in self._live.items():
-            s = self._sessions[sid]
-            self._drop_queue(s, live, "the service stopped before this turn ran")
-            task_id = live.current.turn.task_id if live.current else None
-            if task_id is not None:
-                cancels.append(self._cancel_task(task_id))
-        if cancels:
-            await asyncio.gather(*cancels)
-        workers = [live.worker for live in self._live.values() if live.worker is not None]
-        if workers:
-            await asyncio.wait(workers, timeout=self.settings.kill_grace_seconds + 5)
-        if _MANAGERS.get(self.engine) is self:
-            del _MANAGERS[self.engine]
+        await self.turns.stop()
         if self._started:
             await self.store.flush()
             await self.store.close()
@@ -185,7 +134,7 @@ class SessionManager:
         s.ended_at = s.updated_at = time.time()
         s.end_reason = reason
         self.store.save_session(s)
-        self._live.pop(s.session_id, None)
+        self.turns.forget(s.session_id)
         self._notify(s)
 
     # ------------------------------------------------------------------ lookups
@@ -212,9 +161,8 @@ class SessionManager:
     def describe(self, s: Session) -> dict[str, Any]:
         """A session's public record, with its queue and current turn."""
         d = s.to_dict()
-        live = self._live.get(s.session_id)
-        cur = live.current if live else None
-        d["queued"] = len(live.queue) if live else 0
+        cur = self.turns.current(s.session_id)
+        d["queued"] = self.turns.queued(s.session_id)
         d["current_turn"] = cur.turn.turn if cur else None
         d["current_task_id"] = cur.turn.task_id if cur else None
         return d
@@ -281,19 +229,13 @@ class SessionManager:
             session_id=new_session_id(),
             working_dir=cwd,
             name=p.name,
-            model=p.model,
-            allowed_tools=p.allowed_tools,
-            disallowed_tools=p.disallowed_tools,
-            permission_mode=p.permission_mode,
-            skip_permissions=p.skip_permissions,
-            append_system_prompt=p.append_system_prompt,
-            mcp_config=p.mcp_config,
+            claude_options=p.claude_options(),
             watch_mode=p.watch_mode,
             max_turns=max_turns,
             continuation_prompt=p.continuation_prompt,
             turn_timeout=p.turn_timeout,
         )
-        claude_spec(self._claude_params(s, "check", 1), self.settings)  # allow-list, now
+        spec_for(turn_params(s, "check", 1), self.settings)  # allow-list and argv, now
         self.add(s)
         log.info("session created", extra={"session_id": s.session_id, "cwd": cwd})
         d = self.describe(s)
@@ -323,11 +265,11 @@ class SessionManager:
             )
         extra: dict[str, Any] = {}
         if from_session is None:
-            p = self.enqueue(s, message, message, "message")
+            p = self.turns.enqueue(s, message, message, "message")
         else:
             sender = self.resolve(from_session, "from_session")
             msg = Message(new_message_id(), sender.session_id, s.session_id, message, s.turns + 1)
-            p = self.enqueue(
+            p = self.turns.enqueue(
                 s, message_prompt(sender, message), message, "message", sender.session_id
             )
             sender.messages_out += 1
@@ -341,8 +283,7 @@ class SessionManager:
     async def _reply(
         self, s: Session, p: TurnHandle, wait: bool, timeout: float | None
     ) -> dict[str, Any]:
-        live = self._live.get(s.session_id)
-        first_in_line = live is not None and live.current is None and live.queue[0] is p
+        first_in_line = self.turns.is_next(s.session_id, p)
         timed_out = False
         if wait:
             try:
@@ -354,9 +295,9 @@ class SessionManager:
         reply = self._turn_reply(p.turn, with_result=wait)
         if timed_out:
             reply["wait_timed_out"] = True
-        if p.turn.status == TURN_QUEUED and live is not None:
-            with contextlib.suppress(ValueError):
-                reply["position"] = list(live.queue).index(p) + 1
+        position = self.turns.position(s.session_id, p)
+        if p.turn.status == TURN_QUEUED and position is not None:
+            reply["position"] = position
         return reply
 
     @staticmethod
@@ -374,207 +315,11 @@ class SessionManager:
                 d[key] = getattr(t, key)
         return d
 
-    # ------------------------------------------------------------------ the turn queue
-
-    def enqueue(
-        self,
-        s: Session,
-        prompt: str,
-        message: str,
-        kind: TurnKind,
-        from_session: str | None = None,
-        coordination_id: str | None = None,
-        command: str | list[str] | None = None,
-    ) -> TurnHandle:
-        """Queue one turn of `s` (its worker starts if idle); the handle tells when it ends."""
-        live = self._live.setdefault(s.session_id, _Live())
-        if live.killed or self._closing or not s.is_active:
-            raise ProtocolError(
-                ErrorCode.INVALID_STATE,
-                f"session {s.label} is ending: it takes no more turns",
-                {"session_id": s.session_id},
-            )
-        s.turns += 1
-        t = Turn(
-            session_id=s.session_id,
-            turn=s.turns,
-            prompt=prompt,
-            message=message,
-            kind=kind,
-            from_session=from_session,
-            coordination_id=coordination_id,
-            command=command,
-        )
-        loop = asyncio.get_running_loop()
-        p = TurnHandle(t, loop.create_future(), loop.create_future())
-        live.queue.append(p)
-        s.status = "running"
-        s.updated_at = time.time()
-        self.store.save_turn(t)
-        self.store.save_session(s)
-        if live.worker is None:
-            live.worker = loop.create_task(self._drain(s, live), name=f"session-{s.session_id}")
-        self._notify(s)
-        return p
-
-    async def _drain(self, s: Session, live: _Live) -> None:
-        """The session's worker: run queued turns one at a time, in order, then exit."""
-        try:
-            while live.queue and not live.killed and not self._closing:
-                p = live.queue.popleft()
-                live.current = p
-                try:
-                    await self._run_turn(s, live, p)
-                except Exception as exc:
-                    log.exception("session %s turn %d failed", s.session_id, p.turn.turn)
-                    self._close_turn(s, live, p, "failed", f"internal error: {exc!r}")
-                finally:
-                    live.current = None
-        finally:
-            live.worker = None
-
-    def _claude_params(self, s: Session, prompt: str, turn: int) -> ExecuteClaudeParams:
-        return ExecuteClaudeParams.model_validate(
-            {
-                "prompt": prompt,
-                "model": s.model,
-                "allowed_tools": s.allowed_tools,
-                "disallowed_tools": s.disallowed_tools,
-                "permission_mode": s.permission_mode,
-                "skip_permissions": s.skip_permissions,
-                "append_system_prompt": s.append_system_prompt,
-                "mcp_config": s.mcp_config,
-                "resume": s.claude_session_id,
-                "cwd": s.working_dir,
-                "timeout": s.turn_timeout,
-                "env": {
-                    "CC_EXECUTOR_SESSION_ID": s.session_id,
-                    "CC_EXECUTOR_SESSION_NAME": s.name or "",
-                },
-                "name": f"session {s.name or s.session_id} turn {turn}",
-            }
-        )
-
-    async def _run_turn(self, s: Session, live: _Live, p: TurnHandle) -> None:
-        t = p.turn
-        if live.killed or self._closing:
-            self._close_turn(s, live, p, "cancelled", "the session stopped before this turn ran")
-            return
-        t.resumed = s.claude_session_id if t.command is None else None
-        try:
-            if t.command is not None:  # a temp session's plain command
-                params = ExecuteParams(command=t.command, cwd=s.working_dir, timeout=s.turn_timeout)
-                spec = command_spec(params, self.settings)
-                spec.name = f"temp session {s.session_id}"
-            else:
-                spec = claude_spec(self._claude_params(s, t.prompt, t.turn), self.settings)
-            spec.extra.update({"session_id": s.session_id, "session_turn": t.turn})
-            rec = await self.engine.execute(spec)
-        except ProtocolError as exc:
-            self._close_turn(s, live, p, "failed", f"the turn could not start: {exc.message}")
-            return
-        t.task_id = rec.task_id
-        t.status = TURN_QUEUED if str(rec.status) == TURN_QUEUED else TURN_RUNNING
-        t.started_at = rec.started_at
-        s.last_turn, s.last_task_id = t.turn, t.task_id
-        self.store.save_turn(t)
-        self.store.save_session(s)
-        self._notify(s)
-        _resolve(p.started, None)
-        if live.killed or self._closing:
-            await self._cancel_task(rec.task_id)
-        final = await self.engine.wait(rec.task_id)
-        self.apply_record(t, final)
-        if t.claude_session_id:
-            s.claude_session_id = t.claude_session_id
-        self._maybe_continue(s, live, t)
-        self._close_turn(s, live, p)
-
-    @staticmethod
-    def apply_record(t: Turn, rec: TaskRecord) -> None:
-        t.status = str(rec.status)
-        t.started_at = rec.started_at
-        t.ended_at = rec.ended_at
-        t.exit_code = rec.exit_code
-        t.result = rec.extra.get("result")
-        t.claude_session_id = rec.extra.get("claude_session_id") or t.claude_session_id
-        t.error = rec.error
-        t.error_kind = rec.extra.get("error_kind")
-        t.cost_usd = rec.extra.get("total_cost_usd")
-
-    def _maybe_continue(self, s: Session, live: _Live, t: Turn) -> None:
-        """Watch mode: after a completed turn, queue the continuation prompt."""
-        if not s.watch_mode or live.killed or self._closing or not s.is_active:
-            return
-        if t.status != "completed":
-            s.watch_stopped = f"turn {t.turn} ended {t.status}"
-            return
-        if live.queue:
-            return  # queued messages first; the last of them continues
-        if s.max_turns is not None and s.watch_turns >= s.max_turns:
-            s.watch_stopped = f"max_turns ({s.max_turns}) reached"
-            return
-        s.watch_turns += 1
-        s.watch_stopped = None
-        self.enqueue(s, s.continuation_prompt, s.continuation_prompt, "watch")
-
-    def _close_turn(
-        self,
-        s: Session,
-        live: _Live,
-        p: TurnHandle,
-        status: str | None = None,
-        error: str | None = None,
-    ) -> None:
-        """Record a turn's end, update its session, wake whoever waits for it."""
-        t = p.turn
-        if status is not None:
-            t.status = status
-        if error is not None:
-            t.error = error
-        t.ended_at = t.ended_at or time.time()
-        s.last_turn = t.turn
-        s.last_task_id = t.task_id or s.last_task_id
-        s.last_status = t.status
-        s.last_result = t.result[:RESULT_PREVIEW_CHARS] if t.result else None
-        if s.is_active:
-            s.status = "running" if live.queue else "idle"
-        s.updated_at = time.time()
-        self.store.save_turn(t)
-        self.store.save_session(s)
-        self._notify(s)
-        _resolve(p.started, None)
-        _resolve(p.done, t)
-
-    def _drop_queue(self, s: Session, live: _Live, reason: str) -> list[int]:
-        dropped = list(live.queue)
-        live.queue.clear()
-        for p in dropped:
-            self._close_turn(s, live, p, "cancelled", reason)
-        return [p.turn.turn for p in dropped]
-
-    async def _cancel_task(self, task_id: str) -> None:
-        """CANCEL a turn's task; returns once its process group is gone."""
-        with contextlib.suppress(ProtocolError):  # it ended on its own meanwhile
-            await self.engine.control(task_id, Action.CANCEL)
-
-    async def cancel_turn(self, s: Session, p: TurnHandle, reason: str) -> None:
-        live = self._live.get(s.session_id)
-        if live is not None and p in live.queue:
-            live.queue.remove(p)
-            self._close_turn(s, live, p, "cancelled", reason)
-            return
-        await asyncio.shield(p.started)
-        if p.turn.task_id is not None:
-            await self._cancel_task(p.turn.task_id)
-        await asyncio.shield(p.done)
-
     def _notify(self, s: Session) -> None:
         """`session.updated` to the engine's listeners (dashboards)."""
         if not self.engine.listeners:
             return
-        live = self._live.get(s.session_id)
-        cur = live.current if live else None
+        cur = self.turns.current(s.session_id)
         ev = Event(
             Notification.SESSION_UPDATED,
             {
@@ -584,7 +329,7 @@ class SessionManager:
                 "status": s.status,
                 "turns": s.turns,
                 "current_task_id": cur.turn.task_id if cur else None,
-                "queued": len(live.queue) if live else 0,
+                "queued": self.turns.queued(s.session_id),
             },
         )
         for sub in tuple(self.engine.listeners):
@@ -598,14 +343,7 @@ class SessionManager:
         reply: dict[str, Any] = {"session_id": s.session_id, "status": "ended"}
         if not s.is_active:
             return {**reply, "killed": False, "message": f"session {s.label} had already ended"}
-        live = self._live.setdefault(s.session_id, _Live())
-        live.killed = True
-        dropped = self._drop_queue(s, live, "the session was killed before this turn ran")
-        cancelled = live.current.turn.task_id if live.current else None
-        if cancelled is not None:
-            await self._cancel_task(cancelled)
-        if live.worker is not None:
-            await asyncio.shield(live.worker)
+        cancelled, dropped = await self.turns.kill(s)
         self.end(s, "killed")
         log.info("session killed", extra={"session_id": s.session_id})
         return {

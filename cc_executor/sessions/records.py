@@ -2,7 +2,8 @@
 
 A session is a named Claude conversation; each turn is one `execute_claude` task that
 resumes it; a message is a turn one session sent another. Records are plain dataclasses:
-the store keeps them as JSON, the handlers send their `to_dict()`.
+the store keeps them as JSON, the handlers send their `to_dict()`. A session keeps the
+Claude options of its turns as one `ClaudeOptions` (`claude_options` in its dict).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
+
+from cc_executor.protocol import ClaudeOptions
 
 SessionStatus = Literal["idle", "running", "ended"]
 """`idle`: waiting for a message; `running`: a turn runs or waits in its queue; `ended`."""
@@ -40,20 +43,27 @@ def _from_dict(cls: Any, data: dict[str, Any]) -> Any:
     return cls(**{k: v for k, v in data.items() if k in known})
 
 
+LEGACY_CLAUDE_FIELDS = (
+    "model",
+    "allowed_tools",
+    "disallowed_tools",
+    "permission_mode",
+    "skip_permissions",
+    "append_system_prompt",
+    "mcp_config",
+)
+"""The Claude options that session records stored before `claude_options`, as top-level
+fields (their `max_turns` was watch mode's, as it still is)."""
+
+
 @dataclass(slots=True)
 class Session:
     session_id: str
     working_dir: str
     name: str | None = None
-    model: str | None = None
-    allowed_tools: list[str] | None = None
-    disallowed_tools: list[str] | None = None
-    permission_mode: str | None = None
-    skip_permissions: bool = False
-    append_system_prompt: str | None = None
-    mcp_config: str | dict[str, Any] | None = None
+    claude_options: ClaudeOptions = field(default_factory=ClaudeOptions)  # of every turn
     watch_mode: bool = False
-    max_turns: int | None = None
+    max_turns: int | None = None  # watch mode: at most this many continuations
     continuation_prompt: str = "continue"
     turn_timeout: float | None = None
     temp: bool = False
@@ -83,11 +93,18 @@ class Session:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d["claude_options"] = self.claude_options.model_dump()
         d["is_active"] = self.is_active
         return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Session:
+        """A session from its dict, also one stored before `claude_options` existed."""
+        data = dict(data)
+        options = data.get("claude_options")
+        if options is None:
+            options = {k: data.pop(k) for k in LEGACY_CLAUDE_FIELDS if k in data}
+        data["claude_options"] = ClaudeOptions.model_validate(options)
         s: Session = _from_dict(cls, data)
         return s
 

@@ -13,7 +13,7 @@ import contextlib
 import shlex
 from typing import TYPE_CHECKING, Any
 
-from cc_executor.protocol import ProtocolError, SessionSpawnTempParams, Stream
+from cc_executor.protocol import ClaudeOptions, ProtocolError, SessionSpawnTempParams, Stream
 from cc_executor.sessions.records import Session, new_session_id
 from cc_executor.tasks import check_cwd
 
@@ -38,7 +38,7 @@ async def _run(manager: SessionManager, p: SessionSpawnTempParams, cwd: str) -> 
         session_id=new_session_id(),
         working_dir=cwd,
         name=p.name or "temp",
-        model=p.model,
+        claude_options=ClaudeOptions(model=p.model),
         turn_timeout=p.timeout,
         temp=True,
     )
@@ -46,10 +46,10 @@ async def _run(manager: SessionManager, p: SessionSpawnTempParams, cwd: str) -> 
     try:
         if p.command is not None:
             shown = p.command if isinstance(p.command, str) else shlex.join(p.command)
-            handle = manager.enqueue(s, shown, shown, "command", command=p.command)
+            handle = manager.turns.enqueue(s, shown, shown, "command", command=p.command)
         else:
             assert p.prompt is not None
-            handle = manager.enqueue(s, p.prompt, p.prompt, "message")
+            handle = manager.turns.enqueue(s, p.prompt, p.prompt, "message")
         t = await asyncio.shield(handle.done)
     finally:
         manager.end(s, "temporary session finished")

@@ -16,11 +16,9 @@ import pytest
 from pydantic import ValidationError
 
 import cc_executor
+from cc_executor.api import EventCallback
 from cc_executor.config import Settings
-
-FAKE_CLAUDE = Path(__file__).parents[1] / "fake_claude" / "claude"
-sys.path.insert(0, str(Path(__file__).parents[1]))
-from conftest import live_members, wait_until  # noqa: E402
+from tests.support import FAKE_CLAUDE, live_members, wait_until, wait_until_sync
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -105,6 +103,23 @@ async def test_concurrent_async_calls_share_the_engine() -> None:
     assert len({r.task_id for r in results}) == 8
 
 
+async def test_concurrent_calls_each_see_all_of_their_own_task() -> None:
+    seen: dict[int, list[tuple[str, dict[str, object]]]] = {i: [] for i in range(8)}
+
+    def recorder(i: int) -> EventCallback:
+        return lambda method, params: seen[i].append((method, params))
+
+    results = await asyncio.gather(
+        *(cc_executor.acc_execute(command=["echo", str(i)], on_event=recorder(i)) for i in range(8))
+    )
+    for i, r in enumerate(results):
+        await wait_until(lambda i=i: bool(seen[i]) and seen[i][-1][0] == "process.completed")
+        methods = [m for m, _ in seen[i]]
+        assert methods[0] == "process.started", methods
+        assert {str(p["task_id"]) for _, p in seen[i]} == {r.task_id}
+        assert [p["data"] for m, p in seen[i] if m == "process.output"] == [f"{i}\n"]
+
+
 def test_timeout_ends_the_whole_group() -> None:
     r = cc_executor.cc_execute(command="sleep 300 & sleep 300 & echo started; wait", timeout=0.5)
     assert r.status == "timed_out"
@@ -165,10 +180,6 @@ def test_ctrl_c_in_a_sync_caller_leaves_no_process(tmp_path: Path) -> None:
     assert proc.wait(timeout=30) == 130
     assert "interrupted" in rest
     assert not live_members(pgid)
-
-
-def wait_until_sync(pred: object, timeout: float = 10.0) -> bool:
-    return asyncio.run(wait_until(pred, timeout))  # type: ignore[arg-type]
 
 
 def test_bad_calls_raise_clear_errors() -> None:

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import contextlib
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,17 +18,10 @@ from mcp_types import CallToolResult
 
 from cc_executor.config import Settings
 from cc_executor.server import ExecutorService
-
-from ..conftest import FAKE_CLAUDE, eventually
+from tests.support import FAKE_CLAUDE, eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 CALL_TIMEOUT = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -171,7 +163,6 @@ __all__ = [
     "call",
     "call_error",
     "final",
-    "free_port",
     "open_bridge",
     "page_bytes",
     "poll",

@@ -11,9 +11,9 @@ from mcp.client import Client
 
 from cc_executor.config import Settings
 from cc_executor.server import ExecutorService
+from tests.support import FAKE_CLAUDE, free_port, live_members, wait_until
 
-from ..conftest import FAKE_CLAUDE, live_members, wait_until
-from .conftest import bridge_in_task, call, call_error, final, free_port, poll, read_all
+from .conftest import bridge_in_task, call, call_error, final, poll, read_all
 
 
 async def _status(bridge: Client) -> dict[str, Any]:

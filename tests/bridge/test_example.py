@@ -6,7 +6,8 @@ import asyncio
 import sys
 from pathlib import Path
 
-from ..conftest import FAKE_CLAUDE
+from tests.support import FAKE_CLAUDE
+
 from .conftest import ROOT
 
 

@@ -21,8 +21,8 @@ from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from cc_executor.server import ExecutorService
+from tests.support import live_members, wait_until
 
-from ..conftest import live_members, wait_until
 from .conftest import call, call_error, final, poll, read_all
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -355,18 +355,85 @@ async def test_long_waits_end_at_the_wait_limit(
         assert logs["status"] == "ended" and logs["entries"][-1]["status"] == "completed"
 
 
-async def test_sessions_need_the_service_in_auto_mode_and_run_locally_in_local_mode(
+async def test_sessions_fall_back_with_the_tasks_and_stay_where_they_live(
     bridge_env: dict[str, str], bridge_log: Path, tmp_path: Path
 ) -> None:
-    from .conftest import bridge_in_task, free_port
+    from cc_executor.config import Settings
+    from tests.support import FAKE_CLAUDE, free_port
 
-    down = {**bridge_env, "CC_EXECUTOR_WEBSOCKET_URL": f"ws://127.0.0.1:{free_port()}/ws"}
+    from .conftest import bridge_in_task
+
+    port = free_port()
+    down = {**bridge_env, "CC_EXECUTOR_WEBSOCKET_URL": f"ws://127.0.0.1:{port}/ws"}
+    async with bridge_in_task(down, bridge_log) as bridge:
+        # The service is down: sessions run on the bridge's local engine, like tasks.
+        assert (await call(bridge, "list_sessions", {}))["sessions"] == []
+        solo = await call(bridge, "create_session", {"working_dir": str(tmp_path), "name": "solo"})
+        assert solo["backend"] == "local"
+        r = await call(
+            bridge,
+            "send_message_to_session",
+            {"session_id": "solo", "message": "hello", "wait_for_response": True},
+        )
+        assert r["status"] == "completed" and "hello" in r["result"]
+        turn = await call(bridge, "get_execution_status", {"task_id": r["task_id"]})
+        assert turn["backend"] == "local" and turn["status"] == "completed"
+        counts = (await _resource(bridge, "cc-executor://status"))["sessions"]
+        assert counts == {"available": True, "total": 1, "active": 1, "running": 0}
+
+        service = ExecutorService(
+            Settings(
+                data_dir=Path(bridge_env["CC_EXECUTOR_DATA_DIR"]),
+                port=port,
+                kill_grace_seconds=1.0,
+                claude_bin=str(FAKE_CLAUDE),
+                log_format="text",
+            )
+        )
+        await service.start()
+        try:
+            # Back: new sessions go to the service; the local one stays reachable, by its
+            # id and by its name, and it remembers its conversation.
+            shared = await poll(
+                lambda: call(bridge, "create_session", {"working_dir": str(tmp_path)}),
+                lambda d: d["backend"] == "websocket",
+            )
+            assert service.sessions.counts()["active"] >= 1
+            for ref in (solo["session_id"], "solo"):
+                again = await call(
+                    bridge,
+                    "send_message_to_session",
+                    {"session_id": ref, "message": "still you?", "wait_for_response": True},
+                )
+                assert again["backend"] == "local" and "remembers" in again["result"]
+            listed = await call(bridge, "list_sessions", {})
+            where = {x["session_id"]: x["backend"] for x in listed["sessions"]}
+            assert where[solo["session_id"]] == "local"
+            assert where[shared["session_id"]] == "websocket"
+            k = await call(bridge, "kill_session", {"session_id": "solo"})
+            assert k["killed"] and k["backend"] == "local"
+        finally:
+            await service.stop()
+
+
+async def test_sessions_need_the_service_in_websocket_mode_and_run_locally_in_local_mode(
+    bridge_env: dict[str, str], bridge_log: Path, tmp_path: Path
+) -> None:
+    from tests.support import free_port
+
+    from .conftest import bridge_in_task
+
+    down = {
+        **bridge_env,
+        "CC_EXECUTOR_WEBSOCKET_URL": f"ws://127.0.0.1:{free_port()}/ws",
+        "CC_EXECUTOR_BRIDGE_MODE": "websocket",
+        "CC_EXECUTOR_CONNECT_RETRY_FOR": "0",
+    }
     async with bridge_in_task(down, bridge_log) as bridge:
         msg = await call_error(bridge, "list_sessions", {})
         assert "sessions need the executor service" in msg and "cc-executor start" in msg
-        assert (await call(bridge, "execute_task", {"command": "echo still"}))["backend"] == "local"
         counts = (await _resource(bridge, "cc-executor://status"))["sessions"]
-        assert counts["available"] is False and "cc-executor start" in counts["error"]
+        assert counts["available"] is None  # reading the resource connects nothing
 
     local = {**down, "CC_EXECUTOR_BRIDGE_MODE": "local"}
     async with bridge_in_task(local, bridge_log) as bridge:

@@ -11,8 +11,8 @@ from typing import Any
 from mcp.client import Client
 
 from cc_executor.server import ExecutorService
+from tests.support import live_members, wait_until
 
-from ..conftest import live_members, wait_until
 from .conftest import (
     bridge_in_task,
     call,

@@ -17,7 +17,7 @@ from cc_executor.client import ExecutorClient
 from cc_executor.config import HooksConfig, UuidVerificationHook
 from cc_executor.protocol import ErrorCode, Method, ProtocolError
 from tests.claude.conftest import StartService, run_claude
-from tests.conftest import live_members, pid_alive, wait_until
+from tests.support import live_members, pid_alive, wait_until
 
 pytestmark = pytest.mark.usefixtures("fake_claude_state")
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import pytest
 from cc_executor.client import ExecutorClient
 from cc_executor.config import Settings
 from cc_executor.server import ExecutorService
+from tests.support import free_port
 
 CLI_TIMEOUT = 60.0  # a safety net against a hung CLI, not a synchronisation
 
@@ -89,9 +89,7 @@ def cli(service: ExecutorService, settings: Settings) -> Cli:
 @pytest.fixture
 def unused_port() -> int:
     """A loopback port nothing listens on (bound once by us, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port()
 
 
 TaskPred = Callable[[dict[str, Any]], bool]

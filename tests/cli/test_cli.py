@@ -359,6 +359,58 @@ async def test_claude_options_reach_the_cli(cli: Any) -> None:
 
 
 @pytest.mark.usefixtures("fake_claude_state")
+async def test_every_claude_option_reaches_the_cli(cli: Any, tmp_path: Path) -> None:
+    res = await cli(
+        "claude",
+        "FAKE_ECHO_OPTIONS",
+        "--allowed-tools",
+        "Read, Bash(git log:*)",
+        "--disallowed-tools",
+        "WebFetch",
+        "--permission-mode",
+        "plan",
+        "--max-budget-usd",
+        "2.5",
+        "--mcp-config",
+        '{"mcpServers": {}}',
+        "--add-dir",
+        str(tmp_path),
+        "--add-dir",
+        "/tmp",
+        "--cwd",
+        str(tmp_path),
+        "--name",
+        "echo",
+    )
+    assert res.rc == 0, res.stderr
+    options = json.loads(res.out)["options"]
+    assert options["allowed_tools"] == ["Read,Bash(git log:*)"]
+    assert options["disallowed_tools"] == ["WebFetch"]
+    assert options["permission_mode"] == "plan"
+    assert float(options["max_budget_usd"]) == 2.5
+    assert options["mcp_config"] == ['{"mcpServers": {}}']
+    assert options["add_dirs"] == [str(tmp_path), "/tmp"]
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--max-turns", "0"], "--max-turns"),
+        (["--max-budget-usd", "-1"], "--max-budget-usd"),
+        (["--max-budget-usd", "much"], "--max-budget-usd"),
+        (["--permission-mode", "yolo"], "--permission-mode"),
+        (["--timeout", "0"], "--timeout"),
+    ],
+)
+async def test_a_bad_claude_option_is_refused_naming_it(
+    cli: Any, args: list[str], named: str
+) -> None:
+    res = await cli("claude", "hi", *args)
+    assert res.rc == 2
+    assert f"argument {named}: " in res.stderr.splitlines()[-1]
+
+
+@pytest.mark.usefixtures("fake_claude_state")
 async def test_claude_json_and_resume(cli: Any) -> None:
     res = await cli("claude", "--json", "remember this")
     assert res.rc == 0, res.stderr

@@ -273,7 +273,9 @@ class Client:
                 continue
             if p["stream"] != stream:
                 continue
-            assert p["offset"] == pos, f"gap or overlap at {pos}: got {p['offset']}"
+            assert p["offset"] == pos, f"gap or overlap at {pos}: got {p['offset']}: " + repr(
+                [x for x in self.notifications if x["params"].get("task_id") == task_id]
+            )
             data = (
                 base64.b64decode(p["data"]) if p.get("encoding") == "base64" else p["data"].encode()
             )

@@ -17,10 +17,12 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from cc_executor import dashboard
 from cc_executor.client import ExecutorClient
 from cc_executor.dashboard import CSP
+from cc_executor.protocol import Action, Method, Notification, TaskStatus
 from cc_executor.server import ExecutorService
-from tests.conftest import live_members
+from tests.support import live_members
 
 CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")
 HAVE_CHROMIUM = CHROMIUM.exists()
@@ -260,6 +262,28 @@ async def test_page_served_without_token_with_strict_headers(service: ExecutorSe
     assert service.token.encode() not in r.content + js.content
 
 
+def test_the_page_spells_no_protocol_name() -> None:
+    """app.js reads methods, notifications, statuses and actions from /protocol.json."""
+    js = (Path(dashboard.__file__).parent / "app.js").read_text()
+    code = re.sub(r"//.*", "", js)  # comments may name them
+    names = [*Method, *Notification, *TaskStatus, *Action]
+    spelled = sorted(
+        {n.value for n in names if re.search(rf"[\"'`]{re.escape(n.value)}[\"'`]", code)}
+    )
+    # "status" is also a CSS class of the page and a record field: allowed as such only.
+    assert spelled == ["status"], spelled
+    assert not re.search(r"""(call|batch)\(\s*\[?\s*\[?\s*["'`]""", code)
+    assert "/protocol.json" in code
+
+
+async def test_protocol_json_is_served_without_token(service: ExecutorService) -> None:
+    async with httpx.AsyncClient(trust_env=False) as http:
+        r = await http.get(http_url(service, "/protocol.json"))
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    assert r.headers["content-security-policy"] == CSP
+    assert r.json()["methods"]["SESSION_LIST"] == Method.SESSION_LIST
+
+
 async def _refused(url: str, **kw: Any) -> int:
     with pytest.raises(InvalidStatus) as info:
         async with connect(url, proxy=None, open_timeout=10, **kw):
@@ -332,6 +356,6 @@ async def test_listen_sends_every_tasks_lifecycle_and_stops_on_disconnect(
 
 
 async def _eventually_no_listeners(service: ExecutorService) -> bool:
-    from tests.conftest import wait_until
+    from tests.support import wait_until
 
     return await wait_until(lambda: not service.engine.listeners)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import signal
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
 from cc_executor.config import Settings
-from cc_executor.engine import Engine, TaskSpec, command_env, process
-
-SIGSTOP_BIT = 1 << (signal.SIGSTOP - 1)
+from cc_executor.engine import Engine, TaskSpec, command_env
 
 
 @pytest.fixture
@@ -38,21 +35,3 @@ def shell_spec(script: str, **kw: Any) -> TaskSpec:
 def sh() -> Callable[..., TaskSpec]:
     """sh(script, **TaskSpec fields) -> a spec running the script through /bin/sh."""
     return shell_spec
-
-
-def stop_pending(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            pend = [ln.split()[1] for ln in f if ln.startswith(("SigPnd:", "ShdPnd:"))]
-    except OSError:
-        return False
-    return any(int(p, 16) & SIGSTOP_BIT for p in pend)
-
-
-def really_stopped(pgid: int) -> bool:
-    """Every live member is stopped (T), or blocked (D) with a SIGSTOP it cannot take yet:
-    a parent in vfork() whose child stopped before its exec."""
-    members = {p: st for p, st in process.group_members(pgid).items() if st not in "ZX"}
-    return bool(members) and all(
-        st in "Tt" or (st == "D" and stop_pending(p)) for p, st in members.items()
-    )

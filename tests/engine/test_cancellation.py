@@ -8,9 +8,7 @@ from collections.abc import Callable
 
 from cc_executor.engine import Engine, TaskSpec, process
 from cc_executor.protocol import Action, TaskStatus
-
-from ..conftest import live_members, wait_until
-from .conftest import really_stopped
+from tests.support import group_stopped, live_members, wait_until
 
 
 async def test_pause_whose_caller_is_cancelled_still_settles(
@@ -24,7 +22,7 @@ async def test_pause_whose_caller_is_cancelled_still_settles(
     await asyncio.sleep(0)  # SIGSTOP sent, now waiting for the group to stop
     call.cancel()
     # The group does stop (the signal was sent) and the record must say so.
-    assert await wait_until(lambda: really_stopped(pgid)), process.group_members(pgid)
+    assert await wait_until(lambda: group_stopped(pgid)), process.group_members(pgid)
     assert await wait_until(lambda: engine.live_task(rec.task_id).record.status == "paused")  # type: ignore[union-attr]
     # And it can be resumed and cancelled as usual.
     assert (await engine.control(rec.task_id, Action.RESUME)).status == TaskStatus.RUNNING
@@ -74,7 +72,7 @@ async def test_pause_of_a_forking_shell_loop(engine: Engine, sh: Callable[..., T
         paused = await engine.control(rec.task_id, Action.PAUSE)
         assert paused.status == TaskStatus.PAUSED
         assert "control_warning" not in paused.extra, process.group_members(pgid)
-        assert really_stopped(pgid), process.group_members(pgid)
+        assert group_stopped(pgid), process.group_members(pgid)
         resumed = await engine.control(rec.task_id, Action.RESUME)
         assert resumed.status == TaskStatus.RUNNING
         assert not set(process.group_members(pgid).values()) & {"T", "t"}

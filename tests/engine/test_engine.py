@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from cc_executor.engine import Engine, Subscriber, TaskSpec, command_env
 from cc_executor.protocol import Notification, Stream, TaskStatus
+from tests.support import wait_until
 
 MB = 1024 * 1024
-
-sys.path.insert(0, str(Path(__file__).parents[1]))
-from conftest import wait_until  # noqa: E402
 
 
 async def test_100mb_output_nobody_reads_no_deadlock(

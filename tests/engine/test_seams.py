@@ -43,8 +43,14 @@ async def test_the_queue_counts_slots_and_refuses_past_capacity() -> None:
     assert not q.remove("c")
 
 
+class SharedSqliteStore(SqliteTaskStore):
+    """The SQLite store, declared shared with other nodes (as a cluster's store is)."""
+
+    shared = True
+
+
 async def test_recovery_touches_only_this_nodes_records(tmp_path: Path) -> None:
-    """A record another node left running is that node's to recover, not ours."""
+    """In a shared store, a record another node left running is that node's to recover."""
     sleeper = await asyncio.create_subprocess_exec("sleep", "300", start_new_session=True)
     try:
         settings = Settings(data_dir=tmp_path / "data", node_id="node-a", log_format="text")
@@ -65,7 +71,7 @@ async def test_recovery_touches_only_this_nodes_records(tmp_path: Path) -> None:
             store.save(rec)
         await store.close()
 
-        engine = Engine(settings)
+        engine = Engine(settings, store=SharedSqliteStore(settings.db_path))
         await engine.start()
         try:
             assert (await engine.get("mine")).status == TaskStatus.LOST
@@ -83,3 +89,21 @@ async def test_recovery_touches_only_this_nodes_records(tmp_path: Path) -> None:
     finally:
         sleeper.kill()
         await sleeper.wait()
+
+
+async def test_an_own_store_recovers_records_of_an_earlier_node_name(tmp_path: Path) -> None:
+    """The default node name carries the port: a restart on another port still recovers."""
+    settings = Settings(data_dir=tmp_path / "data", port=8101, log_format="text")
+    settings.data_dir.mkdir()
+    store = SqliteTaskStore(settings.db_path)
+    await store.open()
+    old = TaskRecord(task_id="old", command="c", argv=["c"], node="host:8100")
+    old.status = TaskStatus.RUNNING
+    store.save(old)
+    await store.close()
+    engine = Engine(settings)
+    await engine.start()
+    try:
+        assert (await engine.get("old")).status == TaskStatus.LOST
+    finally:
+        await engine.close()

@@ -18,7 +18,7 @@ import pytest
 from cc_executor.config import Settings
 from cc_executor.engine import Engine, TaskRecord, process
 from cc_executor.engine.journal import TASK_ENV, HelperSpawn, SpawnJournal
-from tests.conftest import live_members, pid_alive, wait_until
+from tests.support import live_members, pid_alive, wait_until
 
 # The leader logs a TERM and goes on; its child ignores TERM (an ignored signal stays
 # ignored across exec). `wait` returns at a trapped signal, so the loop waits again.

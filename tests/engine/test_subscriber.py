@@ -184,7 +184,7 @@ def test_held_events_follow_the_release() -> None:
     sub.push(Event("reply", {"task_id": ""}))
     assert [e.method for e in (sub.get_nowait(),)] == ["reply"]
     assert sub.get_nowait() is None
-    sub.release_held()
+    sub.release_held(["t"])
     ev = sub.get_nowait()
     assert ev is not None and ev.method == Notification.STARTED
 

@@ -1,5 +1,5 @@
 """Service fixtures: services with custom settings, raw WebSocket connections, and the
-service run as a real subprocess (`python -m cc_executor.server`) for crash/signal tests."""
+service run as a real subprocess (tests/support's ServiceProcess) for crash/signal tests."""
 
 from __future__ import annotations
 
@@ -7,21 +7,16 @@ import asyncio
 import contextlib
 import itertools
 import json
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from cc_executor.config import Settings
 from cc_executor.server import ExecutorService
+from tests.support import ServiceProcess
 
 MakeService = Callable[..., Awaitable[ExecutorService]]
 
@@ -127,93 +122,23 @@ async def raw(service: ExecutorService) -> AsyncIterator[RawWS]:
 # ------------------------------------------------------------------ service as a subprocess
 
 
-@dataclass
-class ServiceProcess:
-    proc: subprocess.Popen[bytes]
-    data_dir: Path
-    stderr_path: Path
-    url: str = ""
-    token: str = ""
-    env: dict[str, str] = field(default_factory=dict)
-
-    def log_lines(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.stderr_path.read_bytes().splitlines():
-            with contextlib.suppress(ValueError):
-                out.append(orjson.loads(line))
-        return out
-
-    def read_token(self) -> str:
-        return (self.data_dir / "token").read_text().strip()
-
-    def vm(self, key: str) -> int:
-        """A /proc/<pid>/status figure (VmRSS, VmHWM) in bytes."""
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-        raise KeyError(key)
-
-
-def _launch(data_dir: Path, stderr_path: Path, env_overrides: dict[str, str]) -> ServiceProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CC_EXECUTOR_")}
-    env.update(
-        CC_EXECUTOR_DATA_DIR=str(data_dir),
-        CC_EXECUTOR_KILL_GRACE_SECONDS="1",
-        CC_EXECUTOR_LOG_FORMAT="json",
-        CC_EXECUTOR_LOG_LEVEL="INFO",
-    )
-    env.update(env_overrides)
-    with open(stderr_path, "ab") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cc_executor.server", "--port", "0"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            env=env,
-        )
-    return ServiceProcess(proc, data_dir, stderr_path, env=env)
-
-
-async def start_service_process(
-    data_dir: Path, stderr_path: Path, **env_overrides: str
-) -> ServiceProcess:
-    """Start `python -m cc_executor.server --port 0` and learn its URL from its JSON log."""
-    sp = _launch(data_dir, stderr_path, env_overrides)
-    proc = sp.proc
-    start = len(sp.log_lines())
-    for _ in range(3000):  # ~30 s: a loaded machine may be slow to import
-        for rec in sp.log_lines()[start:]:
-            if rec.get("msg") == "cc-executor listening":
-                sp.url = rec["url"]
-        if sp.url:
-            break
-        if proc.poll() is not None:
-            raise AssertionError(f"service exited: {sp.log_lines()}")
-        await asyncio.sleep(0.01)
-    assert sp.url, f"service did not start: {sp.log_lines()}"
-    sp.token = sp.read_token()
-    return sp
-
-
 @pytest.fixture
 async def service_process(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    """service_process(data_dir=None, **env) -> a running ServiceProcess; all are ended after."""
+    """service_process(data_dir=None, **env) -> a started ServiceProcess (tests/support);
+    every one is stopped after the test, and none may have logged an internal error."""
     procs: list[ServiceProcess] = []
 
     async def start(data_dir: Path | None = None, **env: str) -> ServiceProcess:
-        d = data_dir or tmp_path / "svc-data"
-        d.mkdir(exist_ok=True)
-        sp = await start_service_process(d, tmp_path / f"svc-{len(procs)}.log", **env)
+        sp = ServiceProcess(
+            data_dir or tmp_path / "svc-data", tmp_path / f"svc-{len(procs)}.log", **env
+        )
         procs.append(sp)
+        await sp.start()
         return sp
 
     yield start
+    errors = []
     for sp in procs:
-        if sp.proc.poll() is None:
-            sp.proc.send_signal(signal.SIGTERM)
-            try:
-                sp.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                sp.proc.kill()
-                sp.proc.wait()
+        await sp.stop_async()
+        errors += sp.errors()
+    assert not errors, "\n".join(json.dumps(rec)[:2000] for rec in errors[:10])

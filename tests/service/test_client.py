@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 
 from cc_executor.client import ExecutorClient, ExecutorConnectionError
 from cc_executor.config import Settings
 from cc_executor.server import ExecutorService
-
-from ..conftest import live_members, wait_until
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support import free_port, live_members, wait_until
 
 
 async def test_connect_retries_until_the_service_is_up(settings: Settings) -> None:

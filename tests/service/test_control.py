@@ -11,8 +11,8 @@ from cc_executor.client import ExecutorClient, TaskHandle
 from cc_executor.engine import process
 from cc_executor.protocol import ErrorCode, ProtocolError
 from cc_executor.server import ExecutorService
+from tests.support import live_members, wait_until
 
-from ..conftest import live_members, wait_until
 from .conftest import raw_connect
 
 # sh (leader) -> sh -> sleep (a child of a child), and sh -> sleep: four processes.

@@ -10,9 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cc_executor.client import ExecutorClient
-
-from ..conftest import live_members, pid_alive, wait_until
-from .conftest import ServiceProcess
+from tests.support import ServiceProcess, live_members, pid_alive, wait_until
 
 
 def stubborn_hook(directory: Path) -> str:
@@ -67,7 +65,7 @@ async def test_a_post_hook_running_at_a_sigkill_is_reaped_and_recorded(
     ]
     assert any(
         r.get("task_id") == task.task_id and "post_execute hook" in r.get("msg", "")
-        for r in again.log_lines()
+        for r in again.log_records()
     )
 
 
@@ -91,4 +89,4 @@ async def test_a_pre_hook_running_at_a_sigkill_is_reaped(
     assert not live_members(hook_pid) and not pid_alive(child_pid)
     async with ExecutorClient(again.url, again.token) as c:
         assert (await c.status())["tasks"] == []  # the task was never created
-    assert any("pre_execute hook" in r.get("msg", "") for r in again.log_lines())
+    assert any("pre_execute hook" in r.get("msg", "") for r in again.log_records())

@@ -11,9 +11,9 @@ import pytest
 
 from cc_executor.client import ExecutorClient
 from cc_executor.engine import SqliteTaskStore
+from tests.support import ServiceProcess, live_members, wait_until
 
-from ..conftest import live_members, wait_until
-from .conftest import MakeService, ServiceProcess, raw_connect
+from .conftest import MakeService, raw_connect
 
 TREE = "echo hello; sh -c 'sleep 300; true' & sleep 300 & wait"
 
@@ -36,8 +36,7 @@ async def test_restart_after_sigkill_marks_lost_and_kills_survivors(
                 if seen == 6:
                     break
         await c.status()  # the store answers after every earlier write: records are on disk
-        sp.proc.kill()
-        sp.proc.wait(timeout=10)
+        sp.kill9()
     # The crash left the task's processes behind, orphaned.
     assert len(live_members(pgid)) == 4
 
@@ -73,16 +72,16 @@ async def test_signal_ends_every_group_before_exit(
         pgids: list[int] = [plain.pid, stubborn.pid]
         for pgid in pgids:
             assert await wait_until(lambda pgid=pgid: len(live_members(pgid)) == 4)  # type: ignore[misc]
-        sp.proc.send_signal(sig)
+        sp.send_signal(sig)
         # Wait without blocking the loop: this client must answer the close handshake.
-        assert await wait_until(lambda: sp.proc.poll() is not None, timeout=30)
-        assert sp.proc.returncode == 0
+        assert await wait_until(lambda: not sp.alive(), timeout=30)
+        assert sp.returncode == 0
         # Connected clients were told: a close frame "going away", not a dropped socket.
         await idle.ws.wait_closed()
         assert idle.ws.close_code == 1001
     for pgid in pgids:
         assert not live_members(pgid), live_members(pgid)
-    logs = sp.log_lines()  # structured: one JSON object per line, task ids included
+    logs = sp.log_records()  # structured: one JSON object per line, task ids included
     assert any(r.get("msg", "").startswith("shutting down") for r in logs)
     finished = {r.get("task_id") for r in logs if r.get("msg") == "task finished"}
     assert {plain.task_id, stubborn.task_id} <= finished

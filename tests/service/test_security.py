@@ -17,8 +17,8 @@ from cc_executor.client import ExecutorClient
 from cc_executor.config import HooksConfig
 from cc_executor.protocol import ErrorCode
 from cc_executor.server import ExecutorService
+from tests.support import wait_until
 
-from ..conftest import wait_until
 from .conftest import MakeService, raw_connect
 
 

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 from cc_executor.client import ExecutorClient, output_bytes
+from tests.support import ServiceProcess, happens_within
 
-from ..conftest import wait_until
-from .conftest import ServiceProcess, raw_connect
+from .conftest import raw_connect
 
 MB = 1024 * 1024
 TOTAL = 50 * MB
@@ -116,7 +116,7 @@ async def test_a_client_that_never_reads_replies_cannot_grow_the_service(
             assert (await ctl.ping())["pong"] is True
             # Unbounded, the service's peak RSS passes 100 MB within a second here; watch
             # it for 3 s: it must never get there.
-            grew = await wait_until(lambda: sp.vm("VmHWM") - rss_before > 100 * MB, timeout=3)
+            grew = await happens_within(lambda: sp.vm("VmHWM") - rss_before > 100 * MB, 3)
             growth = sp.vm("VmHWM") - rss_before
             assert not grew, f"service peak RSS grew by {growth / MB:.1f} MB"
             # Reading now, every reply arrives, complete.

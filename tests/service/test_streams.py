@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import sys
 from pathlib import Path
@@ -10,8 +11,8 @@ from typing import Any
 from cc_executor.client import ExecutorClient, output_bytes
 from cc_executor.protocol import Stream
 from cc_executor.server import ExecutorService
+from tests.support import live_members, wait_until
 
-from ..conftest import live_members, wait_until
 from .conftest import MakeService, raw_connect
 
 TEXT = ("aé€😀\n" * 40).encode()
@@ -163,7 +164,6 @@ async def test_reconnect_and_subscribe_resumes_exactly(
             assert off == pos
             pos += len(data)
         assert seen + b"".join(d for _, d in got_b) == full
-        assert hb.dropped == []
         assert await b.read_output(task_id) == full
 
 
@@ -240,3 +240,53 @@ async def test_tasks_keep_running_after_the_client_disconnects(
         assert done["status"] == "completed"
         assert await c.read_output(task_id) == b"done\n"
     assert await wait_until(lambda: not live_members(pid))
+
+
+async def test_subscribers_at_different_speeds_each_get_every_byte(
+    make_service: MakeService, tmp_path: Path
+) -> None:
+    """One task, three connections at their own pace (one reads nothing until the task
+    has ended): each gets the whole stream in order; the task waits for none of them."""
+    svc = await make_service(subscriber_queue_bytes=256 * 1024)
+    total = 12_000_000
+    gate = tmp_path / "go"
+    script = (
+        f"{wait_file(gate)}import sys\n"
+        f"sys.stdout.buffer.write(bytes(range(256)) * {total // 256})\n"
+    )
+    ended = asyncio.Event()
+    async with ExecutorClient(svc.url, svc.token) as ctl:
+        h = await ctl.execute(py(script), keep_events=False)
+
+        async def reader(pause_every: int, pause: float, wait_for_end: bool) -> bytes:
+            async with raw_connect(svc.url, svc.token, max_queue=1) as raw:
+                await raw.result("subscribe", {"task_id": h.task_id, "from_offset": 0})
+                if wait_for_end:
+                    await ended.wait()
+                got = bytearray()
+                n = 0
+                while True:
+                    msg = await raw.recv(60)
+                    p = msg.get("params", {})
+                    assert msg.get("method") != "process.dropped", p
+                    if msg.get("method") == "process.output" and p["stream"] == "stdout":
+                        assert p["offset"] == len(got)
+                        got += output_bytes(p)
+                        n += 1
+                        if pause and n % pause_every == 0:
+                            await asyncio.sleep(pause)  # a slow consumer, on purpose
+                    elif msg.get("method") == "process.completed":
+                        return bytes(got)
+
+        readers = [
+            asyncio.create_task(reader(1, 0.0, False)),
+            asyncio.create_task(reader(4, 0.01, False)),
+            asyncio.create_task(reader(1, 0.0, True)),
+        ]
+        gate.touch()
+        done = await h.wait(60)  # while the third connection has read nothing
+        ended.set()
+        assert done["status"] == "completed" and done["stdout_bytes"] == total
+        results = await asyncio.wait_for(asyncio.gather(*readers), 120)
+    expected = bytes(range(256)) * (total // 256)
+    assert all(r == expected for r in results)

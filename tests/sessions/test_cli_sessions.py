@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from cc_executor.cli_sessions import add_sessions_parser
+from cc_executor.cli.sessions import add_sessions_parser
 from cc_executor.protocol import ErrorCode, ProtocolError
 from cc_executor.server import ExecutorService
 
@@ -54,7 +54,8 @@ async def test_every_sessions_command(cli: Cli, tmp_path: Path) -> None:
     fe.mkdir()
     be.mkdir()
     created = await cli.json("create", str(fe), "--name", "fe", "--allowed-tools", "Read,Edit")
-    assert created["allowed_tools"] == ["Read", "Edit"] and created["name"] == "fe"
+    assert created["claude_options"]["allowed_tools"] == ["Read", "Edit"]
+    assert created["name"] == "fe"
     code, out, _ = await cli.run("create", str(be), "--name", "be", "--prompt", "set up")
     assert code == 0 and "created session" in out and "(be)" in out and "turn 1" in out
 
@@ -106,3 +107,36 @@ def test_parser_rejects_a_bad_assignment(capsys: pytest.CaptureFixture[str]) -> 
     assert "SESSION=SUBTASK" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parser().parse_args(["sessions"])
+
+
+async def test_create_gives_every_turn_the_claude_options(cli: Cli, tmp_path: Path) -> None:
+    created = await cli.json(
+        "create",
+        str(tmp_path),
+        "--name",
+        "opts",
+        "--max-turns",
+        "2",  # watch mode's limit
+        "--turn-max-turns",
+        "4",  # each turn's --max-turns
+        "--max-budget-usd",
+        "1.5",
+        "--add-dir",
+        "/tmp",
+        "--allowed-tools",
+        "Read,Edit",
+        "--permission-mode",
+        "acceptEdits",
+    )
+    assert created["max_turns"] == 2 and created["claude_options"]["max_turns"] == 4
+    reply = await cli.json("send", "opts", "FAKE_ECHO_OPTIONS", "--wait")
+    options = json.loads(reply["result"])["options"]
+    assert options["max_turns"] == "4" and float(options["max_budget_usd"]) == 1.5
+    assert options["add_dirs"] == ["/tmp"] and options["allowed_tools"] == ["Read,Edit"]
+    assert options["permission_mode"] == "acceptEdits"
+
+
+def test_a_bad_option_is_refused_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parser().parse_args(["sessions", "create", "/tmp", "--turn-max-turns", "0"])
+    assert "argument --turn-max-turns: " in capsys.readouterr().err

@@ -17,7 +17,6 @@ import pytest
 
 from cc_executor.client import ExecutorClient
 from cc_executor.protocol import ErrorCode
-from tests.conftest import eventually, live_members
 from tests.sessions.conftest import (
     ANSWER,
     Restartable,
@@ -25,6 +24,7 @@ from tests.sessions.conftest import (
     call_error,
     turns_of,
 )
+from tests.support import eventually, live_members
 
 pytestmark = pytest.mark.usefixtures("fake_claude_state")
 
@@ -445,16 +445,14 @@ async def test_after_a_crash_open_turns_are_settled_and_the_session_resumes(
 ) -> None:
     from cc_executor.config import Settings
     from cc_executor.server import ExecutorService
-    from tests.conftest import FAKE_CLAUDE
-    from tests.service.conftest import start_service_process
+    from tests.support import FAKE_CLAUDE, ServiceProcess
 
     data = tmp_path / "crash-data"
     data.mkdir()
     workdir = tmp_path / "w"
     workdir.mkdir()
-    sp = await start_service_process(
-        data, tmp_path / "svc.log", CC_EXECUTOR_CLAUDE_BIN=str(FAKE_CLAUDE)
-    )
+    sp = ServiceProcess(data, tmp_path / "svc.log", CC_EXECUTOR_CLAUDE_BIN=str(FAKE_CLAUDE))
+    await sp.start()
     try:
         async with ExecutorClient(sp.url, sp.token) as c:
             sid = (await create(c, workdir, name="survivor"))["session_id"]
@@ -463,8 +461,7 @@ async def test_after_a_crash_open_turns_are_settled_and_the_session_resumes(
             await call(c, "session.send", session_id=sid, message="queued at the crash")
             pgid = (await c.status(hung["task_id"]))["pgid"]
     finally:
-        sp.proc.kill()  # SIGKILL: no chance to tidy up
-        sp.proc.wait()
+        sp.kill9()  # no chance to tidy up
     assert live_members(pgid)  # the orphaned turn still runs
 
     settings = Settings(

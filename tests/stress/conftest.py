@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
-from .support import REPORT, P, Service, kill_marked, marked_processes, new_mark
+from tests.support import ServiceProcess
+
+from .support import REPORT, P, kill_marked, marked_processes, new_mark, stress_service
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -40,17 +42,17 @@ def mark() -> Iterator[str]:
         kill_marked(m)  # the test has already failed on them; do not leak them
 
 
-MakeSvc = Callable[..., Awaitable[Service]]
+MakeSvc = Callable[..., Awaitable[ServiceProcess]]
 
 
 @pytest.fixture
 async def make_svc(tmp_path: Path) -> AsyncIterator[MakeSvc]:
     """make_svc(**env) -> a started service subprocess with its own data dir; stopped after."""
-    made: list[Service] = []
+    made: list[ServiceProcess] = []
 
-    async def make(data_dir: Path | None = None, **env: str) -> Service:
+    async def make(data_dir: Path | None = None, **env: str) -> ServiceProcess:
         n = len(made)
-        svc = Service(data_dir or tmp_path / f"svc{n}", tmp_path / f"svc{n}.log", **env)
+        svc = stress_service(data_dir or tmp_path / f"svc{n}", tmp_path / f"svc{n}.log", **env)
         await svc.start()
         made.append(svc)
         return svc

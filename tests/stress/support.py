@@ -1,5 +1,6 @@
-"""What the stress tests share: the profile, the service as a subprocess, process-table
-scans, a client-side record of every notification, and the summary report."""
+"""What the stress tests share: the profile, the service as a subprocess with the stress
+settings, process-table scans by marker, a client-side record of every notification, and
+the summary report. The rest (the service process, polling, /proc) is tests/support."""
 
 from __future__ import annotations
 
@@ -7,10 +8,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import secrets
 import signal
-import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -20,15 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-import orjson
-
 from cc_executor.client import ExecutorClient, output_bytes
-from cc_executor.engine import process
+from tests.support import ServiceProcess, live_members, processes_with_env
 
 HERE = Path(__file__).resolve().parent
 CHILDREN = HERE / "children.py"
-FAKE_CLAUDE = HERE.parent / "fake_claude" / "claude"
 PY = sys.executable
 MB = 1024 * 1024
 
@@ -207,44 +201,12 @@ REPORT = Report()
 
 def marked_processes(mark: str) -> dict[int, str]:
     """Every live process whose environment carries CC_STRESS_MARK=<mark> -> its cmdline."""
-    needle = f"CC_STRESS_MARK={mark}".encode()
-    found: dict[int, str] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                env = f.read()
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read()
-        except OSError:
-            continue
-        if needle in env.split(b"\0") or needle in cmd:
-            if _state(pid) not in "ZX":
-                found[pid] = cmd.replace(b"\0", b" ").decode(errors="replace")[:200]
-    return found
-
-
-def _state(pid: int) -> str:
-    """One-letter state from /proc/<pid>/stat; "X" when the process is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return "X"
-    return raw[raw.rfind(b")") + 2 :].split(b" ")[0].decode()
+    return processes_with_env(f"CC_STRESS_MARK={mark}")
 
 
 def group_leftovers(pgids: Iterable[int]) -> dict[int, dict[int, str]]:
     """Live (non-zombie) members of each of these process groups, from a /proc scan."""
-    wanted = set(pgids)
-    left: dict[int, dict[int, str]] = defaultdict(dict)
-    for pgid in wanted:
-        for pid, st in process.group_members(pgid).items():
-            if st not in "ZX":
-                left[pgid][pid] = st
-    return dict(left)
+    return {pgid: left for pgid in set(pgids) if (left := live_members(pgid))}
 
 
 async def leftovers(mark: str, pgids: Iterable[int], timeout: float = 10.0) -> list[str]:
@@ -277,145 +239,9 @@ def kill_marked(mark: str) -> None:
 # ------------------------------------------------------------------ the service, as a process
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Service:
-    """`python -m cc_executor.server` as a child of the test, on a fixed port and token."""
-
-    def __init__(self, data_dir: Path, log: Path, **env: str) -> None:
-        self.data_dir = data_dir
-        self.log = log
-        self.port = free_port()
-        self.token = secrets.token_hex(16)
-        base = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("CC_EXECUTOR_", "CC_STRESS_")) and k != "CLAUDECODE"
-        }
-        self.env = {
-            **base,
-            "CC_EXECUTOR_DATA_DIR": str(data_dir),
-            "CC_EXECUTOR_AUTH_TOKEN": self.token,
-            "CC_EXECUTOR_KILL_GRACE_SECONDS": "1",
-            "CC_EXECUTOR_LOG_FORMAT": "json",
-            "CC_EXECUTOR_LOG_LEVEL": "INFO",
-            "CC_EXECUTOR_CLAUDE_BIN": str(FAKE_CLAUDE),
-            "CC_EXECUTOR_MAX_CONCURRENT_TASKS": "512",
-            **env,
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.pids: list[int] = []
-        self.max_rss = 0
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def spawn(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "ab") as err:
-            self.proc = subprocess.Popen(
-                [PY, "-m", "cc_executor.server", "--port", str(self.port)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                env=self.env,
-            )
-        self.pids.append(self.proc.pid)
-
-    async def start(self, timeout: float = 60.0) -> None:
-        self.spawn()
-        deadline = time.monotonic() + timeout
-        async with httpx.AsyncClient(trust_env=False) as http:
-            while True:
-                assert self.proc is not None
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"service exited: {self.log.read_text()[-4000:]}")
-                with contextlib.suppress(httpx.HTTPError):
-                    r = await http.get(f"http://127.0.0.1:{self.port}/health", timeout=2.0)
-                    if r.status_code == 200:
-                        return
-                if time.monotonic() > deadline:
-                    raise AssertionError("service did not come up")
-                await asyncio.sleep(0.02)
-
-    def start_sync(self, timeout: float = 60.0) -> None:
-        self.spawn()
-        deadline = time.monotonic() + timeout
-        with httpx.Client(trust_env=False) as http:
-            while True:
-                assert self.proc is not None
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"service exited: {self.log.read_text()[-4000:]}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if http.get(f"http://127.0.0.1:{self.port}/health").status_code == 200:
-                        return
-                if time.monotonic() > deadline:
-                    raise AssertionError("service did not come up")
-                time.sleep(0.02)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def sample_rss(self) -> int:
-        """The service's peak RSS so far (VmHWM), remembered across restarts."""
-        if self.alive():
-            with contextlib.suppress(OSError):
-                with open(f"/proc/{self.pid}/status") as f:
-                    for line in f:
-                        if line.startswith("VmHWM:"):
-                            self.max_rss = max(self.max_rss, int(line.split()[1]) * 1024)
-        return self.max_rss
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.sample_rss()
-        self.proc.kill()
-        self.proc.wait(timeout=10)
-
-    def stop(self, timeout: float = 30.0) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.sample_rss()
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-    def log_records(self) -> list[dict[str, Any]]:
-        out = []
-        with contextlib.suppress(OSError):
-            for line in self.log.read_bytes().splitlines():
-                with contextlib.suppress(ValueError):
-                    out.append(orjson.loads(line))
-        return out
-
-    def errors(self) -> list[dict[str, Any]]:
-        """Log records that mean a bug: internal errors and tracebacks."""
-        return [
-            r
-            for r in self.log_records()
-            if r.get("exc") or "internal error" in str(r.get("msg", ""))
-        ]
-
-    def client(self, **kw: Any) -> ExecutorClient:
-        return ExecutorClient(self.url, self.token, **kw)
-
-    def log_path(self, task_id: str, stream: str = "stdout") -> Path:
-        return self.data_dir / "logs" / f"{task_id}.{stream}"
+def stress_service(data_dir: Path, log: Path, **env: str) -> ServiceProcess:
+    """The service as a subprocess (tests/support), with room for every stress task at once."""
+    return ServiceProcess(data_dir, log, **{"CC_EXECUTOR_MAX_CONCURRENT_TASKS": "512", **env})
 
 
 # ------------------------------------------------------------------ what a client saw
@@ -483,12 +309,3 @@ def file_sha(path: Path) -> tuple[int, str]:
             h.update(chunk)
             n += len(chunk)
     return n, h.hexdigest()
-
-
-async def wait_for(pred: Any, timeout: float, what: str) -> None:
-    """Poll a condition of the outside world (files, the process table) with a deadline."""
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 from cc_executor.client import ExecutorClient, ExecutorConnectionError, TaskHandle
+from tests.support import FAKE_CLAUDE, wait_until
 
 from ..bridge.conftest import bridge_in_task
 from .children import bulk_bytes, chatty_bytes
 from .conftest import MakeSvc
 from .support import (
-    FAKE_CLAUDE,
     MB,
     REPORT,
     P,
@@ -30,7 +30,6 @@ from .support import (
     leftovers,
     marked_processes,
     sha,
-    wait_for,
 )
 
 pytestmark = pytest.mark.stress
@@ -163,7 +162,7 @@ async def test_connections_dropped_mid_stream(make_svc: MakeSvc, mark: str, tmp_
         tid = h.task_id
         phase_len = len(expected[j]) // phases
         for k in range(P.drop_rounds):
-            await wait_for(
+            await wait_until(
                 lambda k=k: _contiguous(wire, tid) >= (k + 1) * phase_len,
                 60,
                 f"phase {k} of drop{j}",
@@ -188,7 +187,7 @@ async def test_connections_dropped_mid_stream(make_svc: MakeSvc, mark: str, tmp_
         return rec["pgid"] or 0
 
     pgids = await asyncio.gather(*(one(j) for j in range(P.drop_clients)))
-    await wait_for(lambda: _health(svc)["connections"] == 0, 30, "connections to be released")
+    await wait_until(lambda: _health(svc)["connections"] == 0, 30, "connections to be released")
     left = await leftovers(mark, pgids)
     row.tasks = P.drop_clients
     row.bytes = sum(len(e) for e in expected.values())
@@ -289,7 +288,7 @@ async def test_misbehaving_children(make_svc: MakeSvc, mark: str, tmp_path: Path
         for i, (h, gate) in enumerate(closers):
             assert h.pid is not None
             pid = h.pid
-            await wait_for(lambda pid=pid: not _has_fd(pid, 1), 30, "stdout to be closed")
+            await wait_until(lambda pid=pid: not _has_fd(pid, 1), 30, "stdout to be closed")
             rec = await c.status(h.task_id)
             if rec["status"] != "running":
                 problems.append(f"close_stdout: {rec['status']} while the child still runs")

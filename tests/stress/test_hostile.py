@@ -30,9 +30,10 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from cc_executor.protocol import ErrorCode, Method, ProtocolError
+from tests.support import FAKE_CLAUDE, ServiceProcess, wait_until
 
 from .conftest import MakeSvc
-from .support import FAKE_CLAUDE, REPORT, P, Service, Wire, child, leftovers, wait_for
+from .support import REPORT, P, Wire, child, leftovers, stress_service
 
 pytestmark = pytest.mark.stress
 
@@ -185,10 +186,10 @@ class Counter:
 
 
 @pytest.fixture(scope="module")
-def fuzz_svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def fuzz_svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """A service whose allow-list lets only `true` run: fuzzed executes cannot do harm."""
     d = tmp_path_factory.mktemp("fuzz")
-    svc = Service(d / "data", d / "svc.log", CC_EXECUTOR_ALLOWED_COMMANDS='["true"]')
+    svc = stress_service(d / "data", d / "svc.log", CC_EXECUTOR_ALLOWED_COMMANDS='["true"]')
     svc.start_sync()
     t0 = time.monotonic()
     yield svc
@@ -202,7 +203,7 @@ def fuzz_svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     svc.stop()
 
 
-def _ws(svc: Service) -> ClientConnection:
+def _ws(svc: ServiceProcess) -> ClientConnection:
     return connect(
         svc.url,
         additional_headers={"Authorization": f"Bearer {svc.token}"},
@@ -256,7 +257,7 @@ def _dumps(obj: Any) -> str:
 
 @FUZZ
 @given(req=requests())
-def test_fuzzed_requests_get_a_reply(fuzz_svc: Service, req: dict[str, Any]) -> None:
+def test_fuzzed_requests_get_a_reply(fuzz_svc: ServiceProcess, req: dict[str, Any]) -> None:
     with _ws(fuzz_svc) as ws:
         (reply,) = _exchange(ws, _dumps(req), True, 1)
         valid = isinstance(req["id"], str | int) and not isinstance(req["id"], bool)
@@ -294,7 +295,7 @@ def _not_json(s: str) -> bool:
 
 @FUZZ
 @given(frame=garbage_text, as_binary=st.booleans())
-def test_garbage_frames_get_an_error(fuzz_svc: Service, frame: str, as_binary: bool) -> None:
+def test_garbage_frames_get_an_error(fuzz_svc: ServiceProcess, frame: str, as_binary: bool) -> None:
     data: str | bytes = frame.encode() if as_binary else frame
     with _ws(fuzz_svc) as ws:
         (reply,) = _exchange(ws, data, not as_binary, 1)
@@ -309,7 +310,7 @@ def test_garbage_frames_get_an_error(fuzz_svc: Service, frame: str, as_binary: b
 
 @FUZZ
 @given(raw=st.binary(min_size=1, max_size=2000))
-def test_invalid_utf8_binary_frames_get_a_parse_error(fuzz_svc: Service, raw: bytes) -> None:
+def test_invalid_utf8_binary_frames_get_a_parse_error(fuzz_svc: ServiceProcess, raw: bytes) -> None:
     data = raw + b"\xff\xfe"  # never valid UTF-8
     with _ws(fuzz_svc) as ws:
         (reply,) = _exchange(ws, data, False, 1)
@@ -319,7 +320,7 @@ def test_invalid_utf8_binary_frames_get_a_parse_error(fuzz_svc: Service, raw: by
 
 @FUZZ
 @given(raw=st.binary(max_size=200))
-def test_invalid_utf8_text_frames_close_cleanly(fuzz_svc: Service, raw: bytes) -> None:
+def test_invalid_utf8_text_frames_close_cleanly(fuzz_svc: ServiceProcess, raw: bytes) -> None:
     with _ws(fuzz_svc) as ws:
         Counter.frames += 1
         ws.send(b'{"x":"' + raw + b'\xc3\x28"}', text=True)  # \xc3\x28: invalid sequence
@@ -336,7 +337,7 @@ def test_invalid_utf8_text_frames_close_cleanly(fuzz_svc: Service, raw: bytes) -
         requests() | json_values.filter(lambda v: not isinstance(v, dict)), min_size=1, max_size=8
     )
 )
-def test_batches_of_garbage(fuzz_svc: Service, batch: list[Any]) -> None:
+def test_batches_of_garbage(fuzz_svc: ServiceProcess, batch: list[Any]) -> None:
     with _ws(fuzz_svc) as ws:
         (reply,) = _exchange(ws, _dumps(batch), True, 1)
         assert isinstance(reply, list) and len(reply) == len(batch), reply
@@ -346,7 +347,7 @@ def test_batches_of_garbage(fuzz_svc: Service, batch: list[Any]) -> None:
 
 @FUZZ
 @given(frames=st.lists(requests().map(_dumps) | garbage_text, min_size=2, max_size=6))
-def test_one_connection_many_frames(fuzz_svc: Service, frames: list[str]) -> None:
+def test_one_connection_many_frames(fuzz_svc: ServiceProcess, frames: list[str]) -> None:
     with _ws(fuzz_svc) as ws:
         for frame in frames:
             (reply,) = _exchange(ws, frame, True, 1)
@@ -358,7 +359,7 @@ def test_one_connection_many_frames(fuzz_svc: Service, frames: list[str]) -> Non
 
 
 @pytest.mark.parametrize("big", [2**64, -(2**63) - 1, 10**40, 10**400])
-def test_integers_beyond_64_bits(fuzz_svc: Service, big: int) -> None:
+def test_integers_beyond_64_bits(fuzz_svc: ServiceProcess, big: int) -> None:
     """orjson reads an integer beyond 64 bits as a float (and one beyond a double's range
     not at all): a clear -32602 (or -32700) either way, never a crash."""
     with _ws(fuzz_svc) as ws:
@@ -368,7 +369,7 @@ def test_integers_beyond_64_bits(fuzz_svc: Service, big: int) -> None:
         assert reply["error"]["code"] in (ErrorCode.INVALID_PARAMS, ErrorCode.PARSE_ERROR)
 
 
-def test_fuzzed_service_is_healthy(fuzz_svc: Service) -> None:
+def test_fuzzed_service_is_healthy(fuzz_svc: ServiceProcess) -> None:
     """Run last in this module: after all of the above, the service is up and clean."""
     assert fuzz_svc.alive()
     with _ws(fuzz_svc) as ws:
@@ -424,7 +425,7 @@ async def test_connection_flood_beyond_the_limit(make_svc: MakeSvc, mark: str) -
 
     holders = [asyncio.ensure_future(hold()) for _ in range(P.flood)]
     # Every refused handshake returns; the admitted ones wait for release.
-    await wait_for(
+    await wait_until(
         lambda: sum(h.done() for h in holders) + len(admitted) >= P.flood, 120, "the flood"
     )
     over = len(admitted) - (limit - len(clients))
@@ -444,7 +445,9 @@ async def test_connection_flood_beyond_the_limit(make_svc: MakeSvc, mark: str) -
     await asyncio.gather(*holders)
     for w, h in zip(wires, tickers, strict=True):  # still streaming
         n = before[h.task_id]
-        await wait_for(lambda w=w, h=h, n=n: len(w.pieces[(h.task_id, "stdout")]) > n, 30, "output")
+        await wait_until(
+            lambda w=w, h=h, n=n: len(w.pieces[(h.task_id, "stdout")]) > n, 30, "output"
+        )
     for c, h in zip(clients, tickers, strict=True):
         assert (await c.control(h.task_id, "CANCEL"))["status"] == "cancelled"
         await c.close()
@@ -466,7 +469,7 @@ async def test_connection_flood_beyond_the_limit(make_svc: MakeSvc, mark: str) -
     assert not left, left
 
 
-def _health(svc: Service) -> dict[str, Any]:
+def _health(svc: ServiceProcess) -> dict[str, Any]:
     import httpx
 
     return dict(httpx.get(f"http://127.0.0.1:{svc.port}/health", trust_env=False).json())

@@ -1,0 +1,5 @@
+"""`python -m cc_executor.cli`: the `cc-executor` command."""
+
+from cc_executor.cli import main
+
+raise SystemExit(main())
