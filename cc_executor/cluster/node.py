@@ -79,6 +79,7 @@ class ClusterNode:
         )
         self.engine: Engine | None = None
         self.service_url = ""  # the node's WebSocket URL, in its heartbeat (set by server)
+        self.service_token = ""  # the cluster's token, written back if Redis loses it
         self._stopping = asyncio.Event()
         self._loops: list[asyncio.Task[Any]] = []
 
@@ -111,6 +112,7 @@ class ClusterNode:
             return own
         await self.redis.set(keys.TOKEN, own, nx=True)
         token = (await self.redis.get(keys.TOKEN) or own.encode()).decode()
+        self.service_token = token
         if token != own:
             path = self.settings.token_file
             tmp = path.with_name(f".token.{os.getpid()}")
@@ -186,6 +188,8 @@ class ClusterNode:
         if self.engine is None:
             return
         self.store.resave(t.current_record() for t in list(self.engine._live.values()))
+        if not self.settings.auth_token and self.service_token:
+            await self.redis.set(keys.TOKEN, self.service_token, nx=True)
         await self.store.flush()
 
     def _announce_final(self, rec: TaskRecord) -> None:
