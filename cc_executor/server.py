@@ -64,6 +64,8 @@ class ExecutorService:
         self.engine = self.runtime.engine
         self.sessions = self.runtime.sessions
         cluster = self.engine.cluster
+        if cluster is not None:
+            cluster.sessions = self.sessions  # forwarded session.* calls use it
         # In a cluster, calls about another node's tasks are served by that node.
         self.routes = ROUTES if cluster is None else cluster_routes(ROUTES, cluster)
         self.token = ""

@@ -20,6 +20,7 @@ QUEUE = PREFIX + "queue"  # list of task ids: the cluster-wide FIFO (LPUSH in, R
 QUEUED_COUNT = PREFIX + "queued"  # how many tasks wait in QUEUE (max_queued_tasks)
 BUS = PREFIX + "bus"  # pub/sub channel: every task's control events
 QUEUE_WAKE = PREFIX + "queue-wake"  # pub/sub channel: "work was queued"
+SESSIONS = PREFIX + "sessions"  # hash: session id -> {node, name} (cluster/sessions.py)
 
 
 def heartbeat(node: str) -> str:
@@ -64,11 +65,6 @@ def rpc_inbox(node: str) -> str:
 
 def rpc_reply(node: str, call_id: str) -> str:
     return f"{PREFIX}rpc-reply:{node}:{call_id}"
-
-
-def session_node(session_id: str) -> str:
-    """Which node holds a session (its Claude transcript and its turns)."""
-    return f"{PREFIX}session:{session_id}"
 
 
 def redact(url: str) -> str:

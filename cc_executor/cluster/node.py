@@ -35,6 +35,7 @@ from cc_executor.protocol import PARAMS, Method, Notification, ProtocolError, Ta
 
 if TYPE_CHECKING:
     from cc_executor.engine.engine import Engine
+    from cc_executor.sessions.manager import SessionManager
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class ClusterNode:
             self.redis, self.node, self.registry, self.store, self.queue, self._announce_final
         )
         self.engine: Engine | None = None
+        self.sessions: SessionManager | None = None  # the service's (set by server)
         self.service_url = ""  # the node's WebSocket URL, in its heartbeat (set by server)
         self.service_token = ""  # the cluster's token, written back if Redis loses it
         self._stopping = asyncio.Event()
@@ -220,7 +222,7 @@ class ClusterNode:
 
         assert self.engine is not None
         sub = Subscriber(self.settings.subscriber_queue_bytes, name="rpc")
-        conn = Conn(self.engine, self.settings, sub, peer="cluster")
+        conn = Conn(self.engine, self.settings, sub, peer="cluster", sessions=self.sessions)
         try:
             return await jsonrpc.call(ROUTES, req, conn)
         finally:
