@@ -96,6 +96,7 @@ class Followed:
         self.completed = False
         self.final: dict[str, Any] | None = None  # the completion's params, once known
         self.started = False  # process.started was given to the subscribers
+        self.tail = True  # its streams are read live (a queued task's only once it starts)
         self.ready = asyncio.Event()  # the tail positions are known
 
 
@@ -116,6 +117,7 @@ class Followers:
         self.tasks: dict[str, Followed] = {}
         self._wake_key = f"{keys.PREFIX}wake:{node}"
         self._background: set[asyncio.Task[Any]] = set()
+        self._wake_pending = False
 
     # ------------------------------------------------------------ following
 
@@ -161,32 +163,24 @@ class Followers:
         f = self.tasks.get(task_id)
         if f is None:
             f = self.tasks[task_id] = Followed(self, task_id)
+            f.tail = False  # until it starts somewhere (process.started, or a recheck)
             f.ready.set()
-            self._wake_tailer()
         for sub in subs:
             self._attach(f, sub, {Stream.STDOUT: 0, Stream.STDERR: 0})
-        self._spawn(self._check_done(f))
 
     def _wake_tailer(self) -> None:
-        self._spawn(self.redis.xadd(self._wake_key, {"w": b"1"}, maxlen=16))
+        """The set of streams to tail changed: end the tailer's blocking read now."""
+        if not self._wake_pending:
+            self._wake_pending = True
+            self._spawn(self.redis.xadd(self._wake_key, {"w": b"1"}, maxlen=16))
 
-    async def announce_started(self, task_id: str) -> None:
-        """A task that started before its caller followed it (forwarded to its node):
-        `process.started` from its record, as its caller would have had it."""
-        f = self.tasks.get(task_id)
-        rec = await self.store.get(task_id)
-        if f is None or f.started or rec is None or rec.pid is None:
+    def announce_started(self, params: dict[str, Any]) -> None:
+        """A task that started before its caller followed it (forwarded to its node and
+        started there at once): `process.started` as its caller would have had it."""
+        f = self.tasks.get(params["task_id"])
+        if f is None or f.started:
             return
         f.started = True
-        f.owner = rec.node or f.owner
-        params = {
-            "task_id": rec.task_id,
-            "pid": rec.pid,
-            "status": "running",
-            "command": rec.command,
-            "kind": rec.kind,
-            "name": rec.name,
-        }
         ev = Event(Notification.STARTED, params)
         for sub in tuple(f.subscribers):
             sub.push(ev)
@@ -230,6 +224,9 @@ class Followers:
         if node:
             f.owner = node
         if method == Notification.STARTED:
+            if not f.tail:
+                f.tail = True
+                self._wake_tailer()
             if f.started:
                 return
             f.started = True
@@ -273,6 +270,9 @@ class Followers:
                 f.owner = rec.node or f.owner
                 if rec.status.is_final and not f.completed:
                     self._complete(f, rec.completed_params())
+                elif rec.node is not None and not f.tail:  # its start went unheard
+                    f.tail = True
+                    self._wake_tailer()
 
     # ------------------------------------------------------------ the tailer
 
@@ -288,10 +288,11 @@ class Followers:
             await asyncio.wait_for(stopping.wait(), _RECHECK_S)
 
     async def _tail_step(self) -> None:
+        self._wake_pending = False
         streams: dict[Any, Any] = {self._wake_key: "$"}
         logs: dict[bytes, RemoteLog] = {}
         for f in list(self.tasks.values()):
-            if f.completed or not f.ready.is_set():
+            if f.completed or not f.tail or not f.ready.is_set():
                 continue
             for stream, rlog in f.logs.items():
                 key = keys.output(f.task_id, stream)

@@ -119,6 +119,7 @@ if #back > 0 then redis.call('PUBLISH', 'cce:queue-wake', 'requeued') end
 return #back
 """
 
+_CHECK_MARGIN = 64  # queued tasks under the limit below which no early check asks Redis
 _POLL_S = 1.0  # the taker looks at the queue at least this often (a missed wake-up)
 
 Starter = Callable[[str, TaskRecord, dict[str, Any]], Awaitable[None]]
@@ -151,6 +152,8 @@ class ClusterQueue:
     async def check_capacity(self) -> None:
         if self.running < self.max_running and not self._waiting:
             return
+        if self.cluster_queued < self.max_queued - _CHECK_MARGIN:
+            return  # far from the limit (as last seen): the enqueue itself enforces it
         queued = int(await self.redis.get(keys.QUEUED_COUNT) or 0)
         self.cluster_queued = queued
         if queued >= self.max_queued:

@@ -17,6 +17,7 @@ session) on another node served by the owner, so every method works on every nod
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from cc_executor.cluster import keys
@@ -40,6 +41,8 @@ from cc_executor.protocol import (
     TaskStatus,
     UnsubscribeParams,
 )
+
+_OWNERS_KEPT = 10_000
 
 if TYPE_CHECKING:
     from cc_executor.cluster.node import ClusterNode
@@ -68,11 +71,19 @@ class _Routes:
     def __init__(self, base: dict[str, Route], cluster: ClusterNode) -> None:
         self.base = {name: route.handler for name, route in base.items()}
         self.c = cluster
+        # Tasks seen running on another node, and where: a control need not ask Redis
+        # again (the owner answers for its task, whatever its state by now).
+        self._owners: OrderedDict[str, str] = OrderedDict()
 
     async def _owner(self, task_id: str) -> tuple[str | None, str | None]:
         """(status, node) of a task as Redis has them; node None while queued."""
         s, n = await self.c.redis.hmget(keys.task(task_id), ["s", "n"])
-        return (s.decode() if s else None), (n.decode() if n else None)
+        status, node = (s.decode() if s else None), (n.decode() if n else None)
+        if node is not None and status in ("running", "paused"):
+            self._owners[task_id] = node  # a started task never moves
+            while len(self._owners) > _OWNERS_KEPT:
+                self._owners.popitem(last=False)
+        return status, node
 
     # ------------------------------------------------------------ execute
 
@@ -109,7 +120,16 @@ class _Routes:
         if sub.hold_new_tasks:
             sub.hold(res["task_id"])  # its events follow this reply
         await self.c.followers.follow(res["task_id"], sub, {Stream.STDOUT: 0, Stream.STDERR: 0})
-        await self.c.followers.announce_started(res["task_id"])
+        if res.get("pid") is not None:  # it started there before we followed it
+            started = {
+                "task_id": res["task_id"],
+                "pid": res["pid"],
+                "status": "running",
+                "command": params.get("command", params.get("prompt")),
+                "kind": "claude" if method == Method.EXECUTE_CLAUDE else "command",
+                "name": params.get("name"),
+            }
+            self.c.followers.announce_started(started)
         return res
 
     # ------------------------------------------------------------ control
@@ -118,6 +138,9 @@ class _Routes:
         base = self.base[str(Method.CONTROL)]
         if conn.engine.live_task(p.task_id) is not None:
             return await base(conn, p)
+        known = self._owners.get(p.task_id)
+        if known is not None and known != self.c.node:
+            return await self._forward(known, Method.CONTROL, p)
         status, owner = await self._owner(p.task_id)
         final = status is not None and TaskStatus(status).is_final
         if owner and owner != self.c.node and not final:
