@@ -31,7 +31,14 @@ from cc_executor.engine.events import Subscriber
 from cc_executor.engine.lifecycle import transition
 from cc_executor.engine.records import TaskRecord
 from cc_executor.engine.task import TaskSpec
-from cc_executor.protocol import PARAMS, Method, Notification, ProtocolError, TaskStatus
+from cc_executor.protocol import (
+    PARAMS,
+    ExecuteClaudeParams,
+    ExecuteParams,
+    Notification,
+    ProtocolError,
+    TaskStatus,
+)
 
 if TYPE_CHECKING:
     from cc_executor.engine.engine import Engine
@@ -46,14 +53,11 @@ class ClusterUnavailable(RuntimeError):
 
 def spec_for_request(method: str, params: dict[str, Any], settings: Settings) -> TaskSpec:
     """Build, on this node, the spec of a request another node queued."""
+    from cc_executor.tasks import spec_for
+
     p = PARAMS[method].model_validate(params)
-    if method == Method.EXECUTE_CLAUDE:
-        from cc_executor.claude.runner import claude_spec
-
-        return claude_spec(p, settings)  # type: ignore[arg-type]
-    from cc_executor.tasks import command_spec
-
-    return command_spec(p, settings)  # type: ignore[arg-type]
+    assert isinstance(p, ExecuteParams | ExecuteClaudeParams)
+    return spec_for(p, settings)
 
 
 class ClusterNode:
