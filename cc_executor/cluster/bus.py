@@ -45,6 +45,14 @@ class RedisEventBus:
             self._outbox = asyncio.Queue()
         self._outbox.put_nowait(orjson.dumps({"m": method, "p": params, "n": self.node}))
 
+    async def drain(self, timeout: float) -> None:
+        """Until every event published so far is sent (or `timeout`): before stopping."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._outbox is not None and not self._outbox.empty():
+            if asyncio.get_running_loop().time() > deadline:
+                return
+            await asyncio.sleep(0.01)
+
     def listen(self, subscriber: Subscriber) -> None:
         self.listeners.add(subscriber)
 

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class ClusterUnavailable(RuntimeError):
+class ClusterUnavailable(ConnectionError):
     """The node cannot start: its Redis does not answer (the URL is not in the message)."""
 
 
@@ -97,6 +97,7 @@ class ClusterNode:
             task.task_id, task.subscribers
         )
         self.queue.starter = self._run_taken
+        self.queue.accepting = lambda: not engine._closing
         self.bus.on_queue_wake = self.queue.wake
         self.bus.on_reconnect = self.followers.recheck
         self.rpc.serve = self._serve
@@ -164,6 +165,7 @@ class ClusterNode:
 
     async def stop(self) -> None:
         """Stop the loops (the engine has ended its tasks) and leave the cluster."""
+        await self.bus.drain(1.0)  # the completions of the tasks just ended go out
         self._stopping.set()
         for t in self._loops:
             t.cancel()

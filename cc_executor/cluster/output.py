@@ -26,7 +26,7 @@ from cc_executor.protocol import Stream
 
 log = logging.getLogger(__name__)
 
-ENTRY_BYTES = 1024 * 1024  # contiguous chunks are joined into entries of up to this size
+ENTRY_BYTES = 1024 * 1024  # contiguous chunks are joined (or cut) into entries of this size
 MIN_ENTRY_BYTES = 64 * 1024  # (smaller entries under a small retention: see entry_bytes)
 PENDING_LIMIT = 64 * 1024 * 1024  # unsent bytes kept while Redis is slow or away
 FINISH_WAIT_S = 2.0  # how long a finishing task waits for its last chunks to reach Redis
@@ -76,9 +76,7 @@ class OutputStreams:
     def __init__(self, redis: Redis, retention: int) -> None:
         self.redis = redis
         self.retention = retention
-        # Trimming drops whole entries: with entries of at most 1/16 of the retention,
-        # Redis keeps at least 15/16 of it (and never more than all of it).
-        self.entry_bytes = max(MIN_ENTRY_BYTES, min(ENTRY_BYTES, retention // 16))
+        self.entry_bytes = entry_size(retention)
         self._read = redis.register_script(_READ)
         # (task, stream) -> chunks not yet sent, as (offset, bytes), in order
         self._pending: dict[tuple[str, Stream], list[tuple[int, bytes]]] = defaultdict(list)
@@ -202,23 +200,38 @@ class OutputStreams:
         return entry_offset(entry_id) + len(fields[b"d"]), entry_id
 
 
+def entry_size(retention: int) -> int:
+    """Trimming drops whole entries: with entries of at most 1/16 of the retention, Redis
+    keeps at least 15/16 of it (and never more than all of it)."""
+    return max(MIN_ENTRY_BYTES, min(ENTRY_BYTES, retention // 16))
+
+
 def entry_offset(entry_id: bytes) -> int:
     return int(entry_id.split(b"-", 1)[0])
 
 
 def _coalesce(chunks: list[tuple[int, bytes]], most: int) -> list[tuple[int, bytes]]:
-    """Join contiguous chunks into entries of up to `most` bytes (a longer chunk stays whole)."""
+    """Contiguous chunks as entries of at most `most` bytes (joined, or cut)."""
     out: list[tuple[int, bytes]] = []
     parts: list[bytes] = []
     start = size = 0
     for offset, data in chunks:
-        if parts and (offset != start + size or size + len(data) > most):
+        if parts and offset != start + size:
             out.append((start, b"".join(parts)))
             parts = []
         if not parts:
             start, size = offset, 0
-        parts.append(data)
-        size += len(data)
+        view = memoryview(data)
+        while view:
+            room = most - size
+            piece = view[:room]
+            parts.append(bytes(piece))
+            size += len(piece)
+            view = view[room:]
+            if size >= most:
+                out.append((start, b"".join(parts)))
+                parts = []
+                start, size = start + size, 0
     if parts:
         out.append((start, b"".join(parts)))
     return out

@@ -146,6 +146,7 @@ class ClusterQueue:
         self._wake = asyncio.Event()
         self.on_shared: Callable[[RunningTask], None] | None = None  # handed to the cluster
         self.starter: Starter | None = None  # runs what this node takes (ClusterNode)
+        self.accepting: Callable[[], bool] = lambda: True  # False: the node is closing
 
     # ------------------------------------------------------------ the engine's side
 
@@ -243,7 +244,7 @@ class ClusterQueue:
     async def _take_step(self, stopping: asyncio.Event) -> None:
         self._wake.clear()
         free = self.max_running - self.running - len(self._waiting)
-        if free > 0:
+        if free > 0 and self.accepting():
             ids = [
                 i.decode()
                 for i in await self._take(keys=[keys.QUEUE, keys.taken(self.node)], args=[free])

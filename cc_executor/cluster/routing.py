@@ -20,7 +20,10 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import RedisError
+
 from cc_executor.cluster import keys
+from cc_executor.cluster.connection import unavailable
 from cc_executor.cluster.queue import REQUEST, QueuedRequest
 from cc_executor.cluster.sessions import session_routes
 from cc_executor.engine.lifecycle import transition
@@ -64,7 +67,21 @@ def cluster_routes(base: dict[str, Route], cluster: ClusterNode) -> dict[str, Ro
     for name, handler in handlers.items():
         routes[str(name)] = Route(base[str(name)].params_model, handler)
     routes.update(session_routes(base, cluster))
-    return routes
+    return {
+        name: Route(r.params_model, _redis_errors(r.handler, cluster)) for name, r in routes.items()
+    }
+
+
+def _redis_errors(handler: Handler, cluster: ClusterNode) -> Handler:
+    """A Redis failure under a call becomes SERVICE_UNAVAILABLE, without the URL's secrets."""
+
+    async def guarded(conn: Conn, p: Any) -> Any:
+        try:
+            return await handler(conn, p)
+        except RedisError as exc:
+            raise unavailable(cluster.settings.redis_url or "", exc) from None
+
+    return guarded
 
 
 class _Routes:

@@ -60,14 +60,16 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, password: str = "") -> None:
         self.workdir = workdir
         self.port = port or free_port()
+        self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -91,6 +93,7 @@ class RedisServer:
                 str(self.workdir),
                 "--protected-mode",
                 "yes",
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -105,7 +108,7 @@ class RedisServer:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s,
             ):
                 s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
+                if s.recv(64).startswith((b"+PONG", b"-NOAUTH")):
                     return
             if self.proc is None or self.proc.poll() is not None:
                 raise RuntimeError(
