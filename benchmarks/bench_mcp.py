@@ -4,7 +4,9 @@
     python benchmarks/bench_mcp.py --calls 300
     python benchmarks/bench_mcp.py --profile local # py-spy the bridge during that series
 
-Every series is a tool call from the official MCP client over real stdio, one at a time:
+Every series is a tool call from the official MCP `ClientSession` over real stdio (as a
+user's client calls it), one at a time; the service and the bridges run at their default
+log level:
 
   floor: empty tool   a do-nothing tool on a bare `MCPServer` (the SDK's own cost)
   floor: bare spawn   `sh -c 'echo hi'` spawned and read to EOF by asyncio, no MCP at all
@@ -14,7 +16,8 @@ Every series is a tool call from the official MCP client over real stdio, one at
 
 Targets (issue 9): bridge + service p50 <= empty-tool p50 + bare-spawn p50 + 1.0 ms;
 fallback p50 <= the same floor + 0.5 ms. Series are interleaved in rounds so they share
-the machine's load. The figures go to docs/benchmarks.md, section "MCP bridge".
+the machine's load, in a new random order each round. The figures go to
+docs/benchmarks.md, section "MCP bridge".
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -40,8 +44,8 @@ from _common import (
     print_table,
     scratch_dir,
 )
-from mcp.client import Client
-from mcp.client.stdio import StdioServerParameters
+from mcp import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
 
 EMPTY_SERVER = """
 from mcp.server.mcpserver import MCPServer
@@ -58,10 +62,11 @@ Call = Callable[[], Awaitable[object]]
 
 
 @contextlib.asynccontextmanager
-async def mcp_client(args: list[str], env: dict[str, str]) -> AsyncIterator[Client]:
+async def mcp_client(args: list[str], env: dict[str, str]) -> AsyncIterator[ClientSession]:
     params = StdioServerParameters(command=sys.executable, args=args, env=env)
-    async with Client(params, cache=None) as client:
-        yield client
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        yield session
 
 
 async def bare_spawn() -> None:
@@ -71,7 +76,7 @@ async def bare_spawn() -> None:
     await proc.communicate()
 
 
-def tool_call(client: Client, name: str, args: Mapping[str, Any], check: str | None) -> Call:
+def tool_call(client: ClientSession, name: str, args: Mapping[str, Any], check: str | None) -> Call:
     async def call() -> object:
         r = await client.call_tool(name, dict(args))
         if r.is_error:
@@ -88,8 +93,11 @@ def tool_call(client: Client, name: str, args: Mapping[str, Any], check: str | N
 async def measure(series: dict[str, Call], calls: int, rounds: int) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {k: [] for k in series}
     per_round = max(1, calls // rounds)
+    names = list(series)
     for _ in range(rounds):
-        for name, call in series.items():
+        random.shuffle(names)
+        for name in names:
+            call = series[name]
             for _ in range(per_round):
                 t0 = time.perf_counter()
                 await call()
@@ -163,9 +171,8 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
     base_env = {
         "PATH": os.environ.get("PATH", ""),
         "HOME": str(tmp),
-        "CC_EXECUTOR_LOG_LEVEL": "WARNING",
     }
-    service = ServiceProcess(tmp / "service", CC_EXECUTOR_LOG_LEVEL="WARNING")
+    service = ServiceProcess(tmp / "service")  # default log level, as deployed
     await service.start()
     try:
         remote_env = {

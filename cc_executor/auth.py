@@ -9,6 +9,7 @@ import secrets
 from pathlib import Path
 
 from cc_executor.config import Settings
+from cc_executor.engine.datadir import private_dir
 
 
 def read_token(settings: Settings) -> str | None:
@@ -27,7 +28,7 @@ def ensure_token(settings: Settings) -> str:
     if token:
         return token
     path: Path = settings.token_file
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     token = secrets.token_hex(32)  # hex: never starts with "-", which CLIs would misparse
     tmp = path.with_name(f".token.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -116,6 +116,10 @@ class Settings(BaseSettings):
     # Hooks
     hooks: HooksConfig = Field(default_factory=HooksConfig)
 
+    # Workspaces (git worktrees of tasks and sessions; docs/workspaces.md)
+    workspace_dir: Path | None = None  # default <data_dir>/worktrees; may be in a repo only if set
+    workspace_lock_wait_seconds: float = 30.0  # how long a lock held by another git is waited for
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -143,6 +147,11 @@ class Settings(BaseSettings):
     @property
     def log_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def worktrees_dir(self) -> Path:
+        """Where task and session worktrees are created."""
+        return self.workspace_dir or self.data_dir / "worktrees"
 
     def websocket_url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host

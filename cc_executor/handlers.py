@@ -29,6 +29,7 @@ from cc_executor.protocol import (
 )
 from cc_executor.sessions.handlers import SESSION_ROUTES
 from cc_executor.tasks import TaskParams, spec_for
+from cc_executor.workspaces.handlers import WORKSPACE_ROUTES
 
 if TYPE_CHECKING:
     from cc_executor.config import Settings
@@ -164,3 +165,4 @@ ROUTES: dict[str, jsonrpc.Route] = {
     str(name): jsonrpc.Route(PARAMS[name], handler) for name, handler in _HANDLERS.items()
 }
 ROUTES.update(SESSION_ROUTES)  # session.* handlers: cc_executor/sessions/handlers.py
+ROUTES.update(WORKSPACE_ROUTES)  # workspace.* handlers: cc_executor/workspaces/handlers.py

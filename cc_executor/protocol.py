@@ -5,7 +5,8 @@ task statuses and application error codes. The service, the Python client, the C
 MCP bridge all import from here; the dashboard reads the names as `GET /protocol.json`
 (`protocol_description()`); docs/protocol.md documents the same names (tests/test_protocol.py
 checks both). `ClaudeOptions` declares each Claude option once for `execute_claude`,
-`session.create`, the MCP tools and the CLI.
+`session.create`, the MCP tools and the CLI; `WorkspaceOptions` does the same for where a
+task runs (its cwd, or a git worktree of its own).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from cc_executor.gitnames import BRANCH_PREFIX, branch_name_problem, ref_problem
 
 PROTOCOL_VERSION = "1"
 
@@ -44,6 +47,9 @@ class Method(StrEnum):
     SESSION_KILL = "session.kill"
     SESSION_SPAWN_TEMP = "session.spawn_temp"
     SESSION_COORDINATE = "session.coordinate"
+    WORKSPACE_LIST = "workspace.list"
+    WORKSPACE_DIFF = "workspace.diff"
+    WORKSPACE_REMOVE = "workspace.remove"
 
 
 class Notification(StrEnum):
@@ -115,6 +121,7 @@ class ErrorCode(IntEnum):
     MESSAGE_TOO_LARGE = -32008
     OUTPUT_UNAVAILABLE = -32009
     SESSION_NOT_FOUND = -32010
+    WORKSPACE_FAILED = -32011  # git could not create or remove a worktree (data: git's words)
 
 
 class ProtocolError(Exception):
@@ -142,7 +149,68 @@ PositiveSeconds = Annotated[float, Field(gt=0)]
 NODE_PIN_DOC = "Cluster mode: run it on this node only (a node id); default: any free node."
 
 
-class ExecuteParams(BaseModel):
+# --------------------------------------------------------------------------- workspaces
+# A task (or a session, for all its turns) may run in a git worktree of its own, on a new
+# branch `ccx/<name or id>` (docs/workspaces.md). The names reach git's argv, so they are
+# checked where the request is parsed (`gitnames`): a clear error before anything runs.
+
+WorkspaceMode = Literal["cwd", "worktree"]
+WorkspaceKeep = Literal["always", "on_change", "never"]
+
+
+class WorkspaceOptions(BaseModel):
+    """Where a task runs: in `cwd` itself, or in a git worktree of the repository holding
+    it, on a branch of its own. Shared by `execute`, `execute_claude` and `session.create`
+    (a session keeps one worktree for all its turns)."""
+
+    model_config = _Strict
+
+    workspace: WorkspaceMode = Field(
+        default="cwd",
+        description='"cwd" (default): run in cwd. "worktree": run in a new git worktree of the '
+        "repository holding cwd, on a new branch ccx/<name or id> from HEAD (or base_ref), so "
+        "parallel agents never edit the same files; the record gains what changed.",
+    )
+    workspace_keep: WorkspaceKeep = Field(
+        default="on_change",
+        description='With workspace "worktree", when it ends: "on_change" (default) removes a '
+        'worktree that changed nothing, "always" keeps it, "never" removes it (a branch '
+        "holding commits is never deleted).",
+    )
+    base_ref: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description='With workspace "worktree": the commit to branch from (a branch, tag or '
+        "commit id; default HEAD).",
+    )
+
+    @field_validator("base_ref")
+    @classmethod
+    def _one_commit(cls, v: str | None) -> str | None:
+        problem = None if v is None else ref_problem(v)
+        if problem:
+            raise ValueError(f"base_ref {v!r} cannot be used: {problem}")
+        return v
+
+    @model_validator(mode="after")
+    def _worktree_options(self) -> WorkspaceOptions:
+        if self.workspace != "worktree":
+            if self.base_ref is not None:
+                raise ValueError('base_ref needs workspace "worktree"')
+            if self.workspace_keep != "on_change":  # the default says nothing: allowed
+                raise ValueError('workspace_keep needs workspace "worktree"')
+            return self
+        name = getattr(self, "name", None)  # the branch is ccx/<name>
+        problem = None if name is None else branch_name_problem(name)
+        if problem:
+            raise ValueError(
+                f"name {name!r} cannot name the branch {BRANCH_PREFIX}{name}: {problem}"
+            )
+        return self
+
+
+class ExecuteParams(WorkspaceOptions):
     """`execute`: run a command. A string goes through the configured shell; a list is exec'd."""
 
     model_config = _Strict
@@ -214,7 +282,7 @@ CLAUDE_OPTIONS = frozenset(ClaudeOptions.model_fields)
 """The names of the Claude options."""
 
 
-class ExecuteClaudeParams(ClaudeOptions):
+class ExecuteClaudeParams(ClaudeOptions, WorkspaceOptions):
     """`execute_claude`: run a fresh `claude -p` with argv built by the service."""
 
     prompt: str = Field(
@@ -317,7 +385,7 @@ class ListenParams(BaseModel):
 # it (docs/sessions.md). `session_id` params also accept a session's unique active name.
 
 
-class SessionCreateParams(ClaudeOptions):
+class SessionCreateParams(ClaudeOptions, WorkspaceOptions):
     """`session.create`: a new session in an existing working directory.
 
     Its Claude options (`ClaudeOptions`) apply to every turn, but one name means something
@@ -432,6 +500,62 @@ class SessionCoordinateParams(BaseModel):
     cancel_on_timeout: bool = False
 
 
+# --------------------------------------------------------------------------- workspace params
+
+
+class WorkspaceListParams(BaseModel):
+    """`workspace.list`: the worktrees of tasks and sessions, newest first."""
+
+    model_config = _Strict
+
+    include_removed: bool = Field(
+        default=False, description="Also list workspaces whose worktree was removed."
+    )
+
+
+class WorkspaceRef(BaseModel):
+    """One workspace, by its owner: a task (or a session turn's task) or a session."""
+
+    model_config = _Strict
+
+    task_id: str | None = Field(
+        default=None,
+        min_length=1,
+        description="A task that ran in a worktree (a session turn's task names its session's).",
+    )
+    session_id: str | None = Field(
+        default=None,
+        min_length=1,
+        description="A session created with workspace worktree (its id or active name).",
+    )
+
+    @model_validator(mode="after")
+    def _one_owner(self) -> WorkspaceRef:
+        if (self.task_id is None) == (self.session_id is None):
+            raise ValueError("give exactly one of task_id or session_id")
+        return self
+
+
+class WorkspaceDiffParams(WorkspaceRef):
+    """`workspace.diff`: a byte range of the unified diff of everything the workspace changed
+    against its base commit (commits and uncommitted files), paged like `output`."""
+
+    offset: int = Field(default=0, ge=0, description="Byte offset into the diff.")
+    limit: int = Field(
+        default=1024 * 1024, ge=0, le=16 * 1024 * 1024, description="Bytes to return at most."
+    )
+
+
+class WorkspaceRemoveParams(WorkspaceRef):
+    """`workspace.remove`: remove a worktree whose task or session has ended."""
+
+    delete_branch: bool = Field(
+        default=False,
+        description="Also delete its branch when it holds commits (without this, a branch "
+        "with commits is kept; one without is deleted with its worktree).",
+    )
+
+
 PARAMS: dict[str, type[BaseModel]] = {
     Method.EXECUTE: ExecuteParams,
     Method.EXECUTE_CLAUDE: ExecuteClaudeParams,
@@ -451,6 +575,9 @@ PARAMS: dict[str, type[BaseModel]] = {
     Method.SESSION_KILL: SessionRef,
     Method.SESSION_SPAWN_TEMP: SessionSpawnTempParams,
     Method.SESSION_COORDINATE: SessionCoordinateParams,
+    Method.WORKSPACE_LIST: WorkspaceListParams,
+    Method.WORKSPACE_DIFF: WorkspaceDiffParams,
+    Method.WORKSPACE_REMOVE: WorkspaceRemoveParams,
 }
 """Every method and its params model. A method's handler lives in `cc_executor.handlers`."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _Op = tuple[str, Any, concurrent.futures.Future[Any] | None]
+_WRITES = frozenset({"write", "write_many"})
 
 
 class SqliteThread:
@@ -39,7 +41,9 @@ class SqliteThread:
 
     def _run(self, ready: concurrent.futures.Future[None]) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Created 0600 here: SQLite gives its -wal and -shm files the database's mode.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -51,21 +55,23 @@ class SqliteThread:
         ready.set_result(None)
         while True:
             op = self._ops.get()
-            if op[0] != "write":
+            if op[0] not in _WRITES:
                 if self._handle(op):
                     return
                 continue
-            writes = [op[1]]
-            nxt: _Op | None = None
-            while True:  # batch every write already waiting into one transaction
+            writes: list[tuple[str, tuple[Any, ...]]] = []
+            nxt: _Op | None = op
+            while nxt is not None and nxt[0] in _WRITES:
+                # Batch every write already waiting into one transaction.
+                if nxt[0] == "write":
+                    writes.append(nxt[1])
+                else:
+                    sql, rows = nxt[1]
+                    writes.extend((sql, row) for row in rows)
                 try:
                     nxt = self._ops.get_nowait()
                 except queue.Empty:
                     nxt = None
-                    break
-                if nxt[0] != "write":
-                    break
-                writes.append(nxt[1])
             self._write(writes)
             if nxt is not None and self._handle(nxt):
                 return
@@ -116,6 +122,10 @@ class SqliteThread:
     def put(self, sql: str, row: tuple[Any, ...]) -> None:
         """Apply a write statement soon, in order with every other put."""
         self._ops.put(("write", (sql, row), None))
+
+    def put_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """Apply one statement to many rows soon, in one transaction: one wake-up."""
+        self._ops.put(("write_many", (sql, rows), None))
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run fn(connection) on the thread after every earlier write; return its result."""

@@ -14,6 +14,7 @@ from cc_executor.config import Settings
 from cc_executor.engine import TaskSpec, command_env
 from cc_executor.policy import resolve_argv
 from cc_executor.protocol import ErrorCode, ExecuteClaudeParams, ExecuteParams, ProtocolError
+from cc_executor.workspaces import request_of
 
 TaskParams = ExecuteParams | ExecuteClaudeParams
 """What starts one task: a command (`execute`) or a fresh Claude run (`execute_claude`)."""
@@ -42,6 +43,7 @@ def command_spec(params: ExecuteParams, settings: Settings) -> TaskSpec:
         timeout=params.timeout,
         idle_timeout=params.idle_timeout,
         name=params.name,
+        extra=request_of(params),  # a worktree, made by the engine's workspace hook
     )
 
 

@@ -143,7 +143,11 @@ class Bridge:
         on (its notifications come after this reply); else tell the sender to stop."""
         claude = isinstance(params, ExecuteClaudeParams)
         method = Method.EXECUTE_CLAUDE if claude else Method.EXECUTE
-        started = await self.call(method, params.model_dump(exclude_none=True))
+        # Defaults go unsent: the service applies its own, and one older than a param
+        # (e.g. `workspace`) refuses it even at its default.
+        started = await self.call(
+            method, params.model_dump(exclude_none=True, exclude_defaults=True)
+        )
         task_id: str = started["task_id"]
         if watch:
             self.watches.open(task_id)

@@ -26,23 +26,29 @@ def _annotation(model: type[BaseModel], name: str, field: FieldInfo) -> Any:
     return Annotated[(field.annotation, *field.metadata, Field(description=field.description))]
 
 
-def params_of(model: type[BaseModel], *, exclude: Collection[str] = ()) -> Callable[[F], F]:
-    """Decorate a tool function whose `**kwargs` take the fields of `model` (but `exclude`).
+def params_of(*models: type[BaseModel], exclude: Collection[str] = ()) -> Callable[[F], F]:
+    """Decorate a tool function whose `**kwargs` take the fields of `models` (but `exclude`).
 
     Its own parameters come first (all keyword-only: the SDK passes arguments by name), then
-    the model's required fields, then the others, each in the model's order.
+    the models' required fields, then the others, each in its model's order, models in the
+    order given.
     """
+    names = " and ".join(m.__name__ for m in models)
 
     def give(fn: F) -> F:
         sig = inspect.signature(fn, eval_str=True)
         own = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
         if len(own) == len(sig.parameters):
-            raise TypeError(f"{fn.__name__} needs a **kwargs to take {model.__name__}'s fields")
-        clash = {p.name for p in own} & set(model.model_fields)
+            raise TypeError(f"{fn.__name__} needs a **kwargs to take {names}'s fields")
+        fields: list[tuple[type[BaseModel], str, FieldInfo]] = []
+        for model in models:
+            for n, f in model.model_fields.items():
+                if n not in exclude and all(n != seen for _, seen, _ in fields):
+                    fields.append((model, n, f))
+        clash = {p.name for p in own} & {n for _, n, _ in fields}
         if clash:
-            raise TypeError(f"{fn.__name__} declares {sorted(clash)} of {model.__name__} again")
-        fields = [(n, f) for n, f in model.model_fields.items() if n not in exclude]
-        fields.sort(key=lambda nf: not nf[1].is_required())
+            raise TypeError(f"{fn.__name__} declares {sorted(clash)} of {names} again")
+        fields.sort(key=lambda mnf: not mnf[2].is_required())
         taken = [
             inspect.Parameter(
                 name,
@@ -54,7 +60,7 @@ def params_of(model: type[BaseModel], *, exclude: Collection[str] = ()) -> Calla
                 ),
                 annotation=_annotation(model, name, field),
             )
-            for name, field in fields
+            for model, name, field in fields
         ]
         params = [p.replace(kind=_KEYWORD) for p in own] + taken
         fn.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]

@@ -28,6 +28,7 @@ from cc_executor.protocol import (
     ExecuteClaudeParams,
     ExecuteParams,
     ProtocolError,
+    WorkspaceOptions,
 )
 from mcp_bridge.bridge import Bridge, failure
 from mcp_bridge.connect import Connect
@@ -43,6 +44,7 @@ from mcp_bridge.results import reporter as _reporter
 from mcp_bridge.session_tools import register_sessions
 from mcp_bridge.sessions import SessionTools
 from mcp_bridge.settings import BridgeSettings
+from mcp_bridge.workspace_tools import register_workspaces
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +116,7 @@ def register(mcp: MCPServer, bridge: Bridge, sessions: SessionTools | None = Non
     sessions = sessions or SessionTools(s, bridge.transport)
 
     @mcp.tool(title="Run a command", annotations=runs("Run a command"))
+    @params_of(WorkspaceOptions)  # workspace, workspace_keep, base_ref: a worktree of its own
     async def execute_task(
         ctx: Context,
         command: Command,
@@ -124,6 +127,7 @@ def register(mcp: MCPServer, bridge: Bridge, sessions: SessionTools | None = Non
         env: Env = None,
         name: Name = None,
         node: NodePin = None,
+        **workspace: Any,
     ) -> CallToolResult:
         """Run a shell command or program as a supervised task and return its result.
 
@@ -141,6 +145,7 @@ def register(mcp: MCPServer, bridge: Bridge, sessions: SessionTools | None = Non
         """
         try:
             p = ExecuteParams(
+                **workspace,
                 command=command,
                 cwd=cwd,
                 timeout=timeout,
@@ -154,7 +159,7 @@ def register(mcp: MCPServer, bridge: Bridge, sessions: SessionTools | None = Non
             return _error(exc)
 
     @mcp.tool(title="Run a fresh Claude instance", annotations=runs("Run a fresh Claude instance"))
-    @params_of(ClaudeOptions)  # model, allowed_tools, ..., as protocol.ClaudeOptions declares them
+    @params_of(ClaudeOptions, WorkspaceOptions)  # as the protocol declares them
     async def execute_claude(
         ctx: Context,
         prompt: Annotated[
@@ -402,6 +407,7 @@ def register(mcp: MCPServer, bridge: Bridge, sessions: SessionTools | None = Non
         return text
 
     register_sessions(mcp, sessions)
+    register_workspaces(mcp, bridge)
 
     # ---------------------------------------------------------------- prompt
 

@@ -26,6 +26,7 @@ from cc_executor.protocol import (
     TaskStatus,
 )
 from cc_executor.tasks import check_cwd
+from cc_executor.workspaces import request_of
 
 if TYPE_CHECKING:
     from cc_executor.config import Settings
@@ -140,7 +141,7 @@ def claude_spec(params: ExecuteClaudeParams, settings: Settings) -> TaskSpec:
     argv = build_argv(params, settings.claude_bin, prompt)
     env = build_env(os.environ, params.env, settings.strip_anthropic_api_key)
     _check_exec_limits(argv, env)
-    extra: dict[str, Any] = {"prompt": params.prompt}
+    extra: dict[str, Any] = {"prompt": params.prompt, **request_of(params)}
     if params.model:
         extra["requested_model"] = params.model
     if expected:

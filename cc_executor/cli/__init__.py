@@ -6,13 +6,15 @@
     cc-executor claude "PROMPT"                    run a fresh Claude; the result goes to stdout
     cc-executor tasks | logs TASK [--follow] | pause|resume|cancel TASK
     cc-executor sessions list|create|send|status|logs|kill|coordinate|spawn-temp ...
+    cc-executor workspaces list | diff TASK | remove TASK    git worktrees of tasks, sessions
 
 Human-readable by default, `--json` for scripts. Exit codes: the task's own for `run`;
 1 when `status` finds no service; 2 for an error the service reported (`error: ...`);
 3 when the service cannot be reached; 130 after Ctrl-C (which cancels a started task).
 
 Modules: `common` (what every command shares: exit codes, errors, output, the connection),
-`options` (options generated from protocol models), `tasks`, `claude`, `sessions`, `start`.
+`options` (options generated from protocol models), `tasks`, `claude`, `sessions`,
+`workspaces`, `start`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from cc_executor.cli.common import (
 from cc_executor.cli.sessions import add_sessions_parser
 from cc_executor.cli.start import add_start_command
 from cc_executor.cli.tasks import add_task_commands
+from cc_executor.cli.workspaces import add_workspaces_parser
 
 __all__ = ["build_parser", "exit_code_of", "main"]
 
@@ -52,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_task_commands(sub)
     add_claude_command(sub)
     add_sessions_parser(sub)
+    add_workspaces_parser(sub)
     return parser
 
 

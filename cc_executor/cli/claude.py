@@ -12,7 +12,13 @@ from typing import Any
 
 from cc_executor.cli.common import COMMON, CancelOnSignal, connected, err, one_line, print_json
 from cc_executor.cli.options import add_options, options_from
-from cc_executor.protocol import ClaudeOptions, ExecuteClaudeParams, Notification, TaskStatus
+from cc_executor.protocol import (
+    ClaudeOptions,
+    ExecuteClaudeParams,
+    Notification,
+    TaskStatus,
+    WorkspaceOptions,
+)
 
 RUN_FIELDS = ("resume", "fork_session", "cwd", "timeout", "idle_timeout", "name")
 """The `execute_claude` params other than the Claude options that the command offers."""
@@ -54,6 +60,7 @@ def render_event(ev: dict[str, Any]) -> str | None:
 async def _cmd_claude(args: argparse.Namespace) -> int:
     params = options_from(args, ClaudeOptions)
     params.update(options_from(args, ExecuteClaudeParams, only=RUN_FIELDS))
+    params.update(options_from(args, WorkspaceOptions))
     async with connected(args) as client, CancelOnSignal(client) as guard:
         handle = await client.execute_claude(args.prompt, keep_events=not args.json, **params)
         guard.started(handle.task_id)
@@ -109,4 +116,5 @@ def add_claude_command(sub: argparse._SubParsersAction[Any]) -> None:
     add_options(p.add_argument_group("Claude options"), ClaudeOptions)
     run = p.add_argument_group("the run")
     add_options(run, ExecuteClaudeParams, only=RUN_FIELDS)
+    add_options(p.add_argument_group("workspace"), WorkspaceOptions)
     p.set_defaults(func=_cmd_claude)

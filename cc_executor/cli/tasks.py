@@ -32,8 +32,16 @@ from cc_executor.cli.common import (
     print_json,
     settings,
 )
+from cc_executor.cli.options import add_options, options_from
 from cc_executor.client import ExecutorClient, output_bytes
-from cc_executor.protocol import Action, Notification, ProtocolError, Stream, TaskStatus
+from cc_executor.protocol import (
+    Action,
+    Notification,
+    ProtocolError,
+    Stream,
+    TaskStatus,
+    WorkspaceOptions,
+)
 
 _PAGE = 4 * 1024 * 1024
 
@@ -212,6 +220,7 @@ async def _cmd_run(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             idle_timeout=args.idle_timeout,
             name=args.name,
+            **options_from(args, WorkspaceOptions),
         )
         guard.started(handle.task_id)
         if args.json:
@@ -303,6 +312,7 @@ def add_task_commands(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--timeout", type=positive, help="wall-clock limit in seconds")
     p.add_argument("--idle-timeout", type=positive, help="end it after S seconds without output")
     p.add_argument("--name", help="a label for the task")
+    add_options(p.add_argument_group("workspace"), WorkspaceOptions)
     p.add_argument(
         "command",
         nargs=argparse.REMAINDER,

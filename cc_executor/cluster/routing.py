@@ -113,7 +113,9 @@ class _Routes:
             params.pop("node", None)
             if pin and pin != self.c.node:
                 return await self._execute_on(conn, pin, str(method), params)
-            token = REQUEST.set(QueuedRequest(str(method), params, pinned=pin == self.c.node))
+            # A worktree is made on this host (its hook runs here): the task must run here.
+            here = pin == self.c.node or getattr(p, "workspace", "cwd") == "worktree"
+            token = REQUEST.set(QueuedRequest(str(method), params, pinned=here))
             try:
                 return await base(conn, p)
             finally:

@@ -2,7 +2,8 @@
 // It speaks the service's JSON-RPC 2.0 protocol over the same WebSocket as any client
 // (docs/protocol.md): `listen` for every task's lifecycle events, `status` for the task
 // table, `session.list` / `session.logs` for sessions, `output` and `subscribe` (with
-// from_offset) for the log view, `control` for the buttons. The names of methods,
+// from_offset) for the log view, `control` for the buttons, `workspace.diff` for the diff
+// tab of a task run in a worktree (workspace.js). The names of methods,
 // notifications, statuses and actions come from the service (GET /protocol.json, built from
 // cc_executor/protocol.py): the page spells none of them itself.
 "use strict";
@@ -503,7 +504,10 @@
         `${stats.queued} queued`;
     }
     const sel = logView.taskId && tasks.get(logView.taskId);
-    if (sel) logView.setStatus(sel.rec.status);
+    if (sel) {
+      logView.setStatus(sel.rec.status);
+      logView.showWorkspace(sel.rec);
+    }
   }
 
   function tickRuntimes() {
@@ -695,6 +699,14 @@
     }
   }
 
+  const workspaceView = window.ccxWorkspaceView({
+    call: (method, params) => rpc.call(method, params),
+    method: (name) => M[name],
+    bytesOf,
+    $,
+    el,
+  });
+
   const logView = {
     taskId: null,
     gen: 0,
@@ -707,6 +719,7 @@
       this.streams = { stdout: new StreamView("stdout"), stderr: new StreamView("stderr") };
       $("tab-stdout").addEventListener("click", () => this.show("stdout"));
       $("tab-stderr").addEventListener("click", () => this.show("stderr"));
+      $("tab-diff").addEventListener("click", () => this.show("diff"));
       $("load-earlier").addEventListener("click", () => this.loadEarlier());
       $("follow").addEventListener("change", () => this.scroll());
       for (const s of Object.values(this.streams)) {
@@ -725,8 +738,25 @@
         s.pre.hidden = s.name !== name;
         $(`tab-${s.name}`).setAttribute("aria-selected", String(s.name === name));
       }
+      $("log-diff").hidden = name !== "diff";
+      $("tab-diff").setAttribute("aria-selected", String(name === "diff"));
+      if (name === "diff") this.loadDiff();
       this.updateRange();
       this.scroll();
+    },
+
+    loadDiff() {
+      const taskId = this.taskId;
+      if (!taskId) return;
+      workspaceView.load(taskId).catch((e) => showMessage(`diff: ${e.message}`, true));
+    },
+
+    // The selected task's record changed (or another task was selected).
+    showWorkspace(rec) {
+      const changed = workspaceView.setTask(rec);
+      if (this.active !== "diff") return;
+      if (!rec || !rec.workspace) this.show("stdout");
+      else if (changed) this.loadDiff();
     },
 
     setStatus(status) {
@@ -739,13 +769,13 @@
     },
 
     updateRange() {
-      const s = this.streams[this.active];
+      const s = this.streams[this.active]; // none on the diff tab: no byte range to show
       const t = this.taskId && tasks.get(this.taskId);
-      const total = t ? Math.max(s.end, t[this.active] || 0) : s.end;
-      $("log-range").textContent = this.taskId
+      const total = t && s ? Math.max(s.end, t[this.active] || 0) : s ? s.end : 0;
+      $("log-range").textContent = this.taskId && s
         ? `bytes ${s.start}–${s.end} of ${total}` + (s.start > 0 ? " (earlier output: Load earlier)" : "")
         : "";
-      $("load-earlier").disabled = !this.taskId || s.start === 0;
+      $("load-earlier").disabled = !this.taskId || !s || s.start === 0;
       $("tab-stdout").textContent = `stdout ${fmtBytes(this.streams.stdout.end)}`;
       $("tab-stderr").textContent = `stderr ${fmtBytes(this.streams.stderr.end)}`;
     },
@@ -754,7 +784,7 @@
       if (!$("follow").checked || this.scrollPending) return;
       this.scrollPending = true;
       requestAnimationFrame(() => {
-        const pre = this.streams[this.active].pre;
+        const pre = this.active === "diff" ? $("log-diff") : this.streams[this.active].pre;
         pre.scrollTop = pre.scrollHeight;
         this.scrollPending = false;
       });
@@ -812,6 +842,8 @@
       }
       const t = tasks.get(taskId);
       if (t) this.setStatus(t.rec.status);
+      this.showWorkspace(t && t.rec);
+      if (this.active === "diff" && prev === taskId) this.loadDiff();
       $("follow").checked = true;
       await this.enqueue(gen, async () => {
         const [o, e] = rpc.batch([
@@ -871,6 +903,7 @@
     loadEarlier() {
       const gen = this.gen;
       const name = this.active;
+      if (!this.streams[name]) return;
       const taskId = this.taskId;
       $("follow").checked = false;
       this.enqueue(gen, async () => {

@@ -1,7 +1,7 @@
 """The engine: one owner of every task process (spawn, stream, signal, reap, persist)."""
 
+from cc_executor.engine.datadir import DataDirLocked
 from cc_executor.engine.engine import (
-    DataDirLocked,
     Engine,
     RunningTask,
     TaskObserver,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import functools
 import logging
 import os
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from cc_executor import __version__
 from cc_executor.config import Settings
-from cc_executor.engine import process
+from cc_executor.engine import datadir, process
 from cc_executor.engine.bus import EventBus, LocalEventBus
 from cc_executor.engine.control import GroupControl
 from cc_executor.engine.events import Subscriber, output_event
@@ -85,10 +84,14 @@ class Engine(GroupControl, OutputServing):
         self._recent: OrderedDict[str, TaskRecord] = OrderedDict()
         self._journal = SpawnJournal(settings.data_dir / "spawned.jsonl")
         from cc_executor.hooks import HookRunner
+        from cc_executor.workspaces import Workspaces
 
         self.hooks = HookRunner(settings, self._journal)
-        self.pre_execute: list[Hook] = [self.hooks.pre]
-        self.post_execute: list[Hook] = [self.hooks.post]
+        # Workspaces (issue 15): a task's worktree is made after the hooks that may refuse
+        # it, and what it changed is on the record before post_execute hooks see it.
+        self.workspaces = Workspaces(self)
+        self.pre_execute: list[Hook] = [self.hooks.pre, self.workspaces.pre_execute]
+        self.post_execute: list[Hook] = [self.workspaces.post_execute, self.hooks.post]
         self.writer = LogWriter()
         self.started_at = time.time()
         self.counters: dict[str, int] = {
@@ -131,8 +134,8 @@ class Engine(GroupControl, OutputServing):
         An engine owns its data dir exclusively (a lock file): recovery marks every task
         it finds running as lost, which is only true when no other engine runs there.
         """
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = _lock_data_dir(self.settings.data_dir)
+        datadir.prepare(self.settings.data_dir, self.log_dir)
+        self._lock_fd = datadir.lock(self.settings.data_dir)
         await self.store.open()
         self._opened = True
         await self._recover()
@@ -533,28 +536,23 @@ class Engine(GroupControl, OutputServing):
         self.bus.unlisten(subscriber)
 
 
-class DataDirLocked(RuntimeError):
-    """Another engine (the service, a bridge fallback, an API caller) owns this data dir."""
-
-
-def _lock_data_dir(data_dir: Path) -> int:
-    path = data_dir / "engine.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise DataDirLocked(
-            f"data dir {data_dir} is in use by another cc-executor engine (lock {path}); "
-            "use another data_dir or stop the other one"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
+_env_cache: tuple[dict[bytes, bytes], dict[str, str]] | None = None
 
 
 def command_env(extra: dict[str, str] | None) -> dict[str, str]:
-    env = dict(os.environ)
+    """This process's environment plus `extra`, for a child.
+
+    Decoding os.environ costs ~1 us a variable, on every spawn: the decoded copy is kept
+    while the raw environment (os.environ._data, a plain dict) compares equal.
+    """
+    global _env_cache
+    raw: dict[bytes, bytes] | None = getattr(os.environ, "_data", None)
+    if raw is None:
+        env = dict(os.environ)
+    else:
+        if _env_cache is None or _env_cache[0] != raw:
+            _env_cache = (dict(raw), dict(os.environ))
+        env = dict(_env_cache[1])
     if extra:
         env.update(extra)
     return env

@@ -181,7 +181,7 @@ class SpawnJournal:
             return
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
-            with open(tmp, "wb") as f:
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
                 f.write(b"".join(line + b"\n" for line in keep))
             os.replace(tmp, self.path)  # atomic: a crash leaves the old or the new one
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)

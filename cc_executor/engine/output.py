@@ -80,8 +80,9 @@ class LogWriter:
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[tuple[OutputLog, bytes | None]] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self.backlog = 0
+        # Two counters, each moved by one thread only: no lock on the hot path.
+        self._submitted = 0  # the loop's
+        self._written = 0  # the writer thread's
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.throttled = False
@@ -93,14 +94,20 @@ class LogWriter:
             self._thread = threading.Thread(target=self._run, name="cc-executor-logs", daemon=True)
             self._thread.start()
 
+    @property
+    def backlog(self) -> int:
+        return self._submitted - self._written
+
     def submit(self, out: OutputLog, data: bytes | None) -> None:
         """Queue a chunk (None: close the file once everything before it is written)."""
-        if data is not None:
-            with self._lock:
-                self.backlog += len(data)
-                if self.backlog > BACKLOG_HIGH:
-                    self.throttled = True
         self._queue.put((out, data))
+        if data is not None:
+            self._submitted += len(data)
+            if self._submitted - self._written > BACKLOG_HIGH and not self.throttled:
+                self.throttled = True
+                # The writer may have caught up before it could see the flag: look again.
+                if self._submitted - self._written < BACKLOG_LOW:
+                    self.throttled = False
 
     def stop(self) -> None:
         """Write everything queued, then end the thread (blocks: at shutdown only)."""
@@ -118,11 +125,12 @@ class LogWriter:
                 out._close_file()
                 continue
             out._write(data)
-            with self._lock:
-                self.backlog -= len(data)
-                wake = self.throttled and self.backlog < BACKLOG_LOW
-                if wake:
-                    self.throttled = False
+            self._written += len(data)
+            if self.throttled and self._submitted - self._written < BACKLOG_LOW:
+                self.throttled = False
+                wake = True
+            else:
+                wake = False
             if wake and self._loop is not None:
                 with contextlib.suppress(RuntimeError):  # the loop closed
                     self._loop.call_soon_threadsafe(self._drained)
@@ -169,8 +177,7 @@ class OutputLog:
     def append(self, data: bytes) -> tuple[int, bytes] | None:
         """Take a chunk; returns (offset, bytes) to notify, or None if all held back."""
         assert self._writer is not None
-        with self._lock:
-            self._unwritten.append(data)
+        self._unwritten.append(data)  # only this thread appends; the writer pops the left
         self.offset += len(data)
         self._writer.submit(self, data)
         if self._pending:
@@ -209,6 +216,8 @@ class OutputLog:
     async def wait_flushed(self) -> None:
         """Until the writer thread has written everything received so far. Costs a
         wake-up from that thread only when it is behind (it rarely is at a task's end)."""
+        if not self._unwritten:  # only the writer empties it: flushed for good
+            return
         with self._lock:
             if not self._unwritten:
                 return

@@ -92,9 +92,15 @@ class SqliteTaskStore:
 
     shared = False  # one engine's own: its data dir is locked
 
+    # Saves within this long are written together: one wake-up of the store thread for
+    # many saves (a task is saved when it starts and when it ends; a burst of tasks, more).
+    COALESCE_S = 0.005
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = SqliteThread(path, _SCHEMA, "cc-executor-store")
+        self._pending: dict[str, tuple[str, float, str, bytes]] = {}
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def write_errors(self) -> int:
@@ -104,9 +110,29 @@ class SqliteTaskStore:
         await self._db.open()
 
     def save(self, record: TaskRecord) -> None:
-        self._db.put(_UPSERT, record_to_row(record))
+        """Save the record as it is now, written with the next batch (a later save of the
+        same task in the same batch replaces it)."""
+        self._pending[record.task_id] = record_to_row(record)
+        if self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (a test, a tool): write now
+                self._write_pending()
+                return
+            self._timer = loop.call_later(self.COALESCE_S, self._write_pending)
+
+    def _write_pending(self) -> None:
+        """Hand every pending save to the store thread (before any read, so reads see them)."""
+        self._timer, timer = None, self._timer
+        if timer is not None:
+            timer.cancel()
+        if self._pending:
+            rows = list(self._pending.values())
+            self._pending.clear()
+            self._db.put_many(_UPSERT, rows)
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        self._write_pending()  # a read sees every earlier save
         # Shielded: a caller cancelled mid-read (its client went away) must not cancel the
         # thread's future under it; the thread's set_result would raise and end the thread.
         return await asyncio.shield(self._db.call(fn))
@@ -137,4 +163,5 @@ class SqliteTaskStore:
         await self._call(lambda c: None)
 
     async def close(self) -> None:
+        self._write_pending()
         await self._db.close()

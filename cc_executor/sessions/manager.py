@@ -236,6 +236,16 @@ class SessionManager:
             turn_timeout=p.turn_timeout,
         )
         spec_for(turn_params(s, "check", 1), self.settings)  # allow-list and argv, now
+        if p.workspace == "worktree":  # one worktree for all its turns (docs/workspaces.md)
+            ws = await self.engine.workspaces.create(
+                "session",
+                s.session_id,
+                name=p.name,
+                cwd=cwd,
+                base_ref=p.base_ref,
+                keep=p.workspace_keep,
+            )
+            s.workspace = ws.public()
         self.add(s)
         log.info("session created", extra={"session_id": s.session_id, "cwd": cwd})
         d = self.describe(s)
@@ -344,6 +354,10 @@ class SessionManager:
         if not s.is_active:
             return {**reply, "killed": False, "message": f"session {s.label} had already ended"}
         cancelled, dropped = await self.turns.kill(s)
+        if s.workspace:  # no turn runs any more: keep or remove its worktree
+            ws = await self.engine.workspaces.finish_session(s.session_id)
+            if ws is not None:
+                s.workspace = ws.public()
         self.end(s, "killed")
         log.info("session killed", extra={"session_id": s.session_id})
         return {

@@ -82,10 +82,16 @@ class Session:
     last_result: str | None = None
     messages_in: int = 0
     messages_out: int = 0
+    workspace: dict[str, Any] | None = None  # its git worktree (workspace "worktree")
 
     @property
     def is_active(self) -> bool:
         return self.status != "ended"
+
+    @property
+    def run_dir(self) -> str:
+        """Where its turns run: its worktree's copy of working_dir, or working_dir."""
+        return str(self.workspace["cwd"]) if self.workspace else self.working_dir
 
     @property
     def label(self) -> str:

@@ -75,7 +75,7 @@ def turn_params(s: Session, prompt: str, turn: int) -> ExecuteClaudeParams:
             **s.claude_options.model_dump(),
             "prompt": prompt,
             "resume": s.claude_session_id,
-            "cwd": s.working_dir,
+            "cwd": s.run_dir,
             "timeout": s.turn_timeout,
             "env": {
                 "CC_EXECUTOR_SESSION_ID": s.session_id,
@@ -213,12 +213,14 @@ class TurnQueues:
         t.resumed = s.claude_session_id if t.command is None else None
         try:
             if t.command is not None:  # a temp session's plain command
-                params = ExecuteParams(command=t.command, cwd=s.working_dir, timeout=s.turn_timeout)
+                params = ExecuteParams(command=t.command, cwd=s.run_dir, timeout=s.turn_timeout)
                 spec = spec_for(params, self.settings)
                 spec.name = f"temp session {s.session_id}"
             else:
                 spec = spec_for(turn_params(s, t.prompt, t.turn), self.settings)
             spec.extra.update({"session_id": s.session_id, "session_turn": t.turn})
+            if s.workspace:  # the turn's record gains what the session's worktree changed
+                spec.extra["workspace"] = dict(s.workspace)
             rec = await self.engine.execute(spec)
         except ProtocolError as exc:
             self._close_turn(q, p, TaskStatus.FAILED, f"the turn could not start: {exc.message}")

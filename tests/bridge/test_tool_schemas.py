@@ -29,6 +29,9 @@ from cc_executor.protocol import (
     SessionSendParams,
     SessionSpawnTempParams,
     StatusParams,
+    WorkspaceDiffParams,
+    WorkspaceListParams,
+    WorkspaceRemoveParams,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,6 +50,9 @@ TOOL_METHODS: dict[str, Method] = {
     "kill_session": Method.SESSION_KILL,
     "spawn_temp_session": Method.SESSION_SPAWN_TEMP,
     "coordinate_sessions": Method.SESSION_COORDINATE,
+    "list_workspaces": Method.WORKSPACE_LIST,
+    "get_workspace_diff": Method.WORKSPACE_DIFF,
+    "remove_workspace": Method.WORKSPACE_REMOVE,
 }
 BRIDGE_ONLY_TOOLS = {"execute_task_list"}  # task lists run in the bridge, not the service
 BRIDGE_ONLY_PARAMS = {
@@ -57,7 +63,7 @@ DESIGN_NOTE_NAMES = {  # tool param -> protocol field (the protocol accepts both
     "send_message_to_session": {"wait_for_response": "wait"},
     "coordinate_sessions": {"session_assignments": "assignments"},
 }
-BRIDGE_DEFAULT = {("get_execution_output", "limit")}
+BRIDGE_DEFAULT = {("get_execution_output", "limit"), ("get_workspace_diff", "limit")}
 """Params the tool lets the agent leave out (null) where the protocol has a default of its
 own: the bridge fills in its setting (max_output_chars)."""
 
@@ -75,6 +81,9 @@ MODELS: dict[Method, type[BaseModel]] = {
     Method.SESSION_KILL: SessionRef,
     Method.SESSION_SPAWN_TEMP: SessionSpawnTempParams,
     Method.SESSION_COORDINATE: SessionCoordinateParams,
+    Method.WORKSPACE_LIST: WorkspaceListParams,
+    Method.WORKSPACE_DIFF: WorkspaceDiffParams,
+    Method.WORKSPACE_REMOVE: WorkspaceRemoveParams,
 }
 
 
