@@ -36,6 +36,7 @@ from cc_executor.protocol import Method, Notification, ProtocolError, Stream
 log = logging.getLogger(__name__)
 
 _BLOCK_MS = 1000
+_TAIL_ENTRIES = 4  # per stream per read
 _RECHECK_S = 2.0  # how often followed records are re-read (a completion the bus lost)
 
 # owner node, method, params -> result (cluster/rpc.py)
@@ -298,7 +299,9 @@ class Followers:
                 key = keys.output(f.task_id, stream)
                 streams[key] = rlog.tail_id
                 logs[key.encode()] = rlog
-        res = await self.redis.xread(streams, block=_BLOCK_MS)
+        # A few entries at a time: what a subscriber's queue cannot take now it reads back
+        # from Redis later anyway, so there is no point in fetching much more than that.
+        res = await self.redis.xread(streams, count=_TAIL_ENTRIES, block=_BLOCK_MS)
         for key, entries in res or ():
             target = logs.get(key)
             if target is None or target.closed:
@@ -333,7 +336,7 @@ class Followers:
     async def read(self, f: Followed, rlog: RemoteLog, start: int, limit: int) -> bytes | None:
         """Bytes of a remote stream from Redis, else from its owner; None if nobody has them."""
         try:
-            data, lo, _hi = await self.outputs.read(f.task_id, rlog.stream, start, limit)
+            data, lo = await self.outputs.read(f.task_id, rlog.stream, start, limit)
         except Exception:
             log.exception("reading output of %s from Redis", f.task_id)
             data, lo = b"", -1

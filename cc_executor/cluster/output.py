@@ -31,53 +31,12 @@ MIN_ENTRY_BYTES = 64 * 1024  # (smaller entries under a small retention: see ent
 PENDING_LIMIT = 64 * 1024 * 1024  # unsent bytes kept while Redis is slow or away
 FINISH_WAIT_S = 2.0  # how long a finishing task waits for its last chunks to reach Redis
 
-# KEYS: stream; ARGV: start, limit. Returns {first retained offset, end, bytes}; first = -1
-# when the stream is empty or missing. The bytes run from `start` up to `limit` of them,
-# stopping at a gap (a range trimmed or never written).
-_READ = """
-local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
-if #first == 0 then return {-1, -1, ''} end
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local function off(id) return tonumber(string.match(id, '^(%d+)')) end
-local lo = off(first[1][1])
-local hi = off(last[1][1]) + #last[1][2][2]
-local start = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
-if start < lo or start >= hi then return {lo, hi, ''} end
-local e = redis.call('XREVRANGE', KEYS[1], ARGV[1] .. '-1', '-', 'COUNT', 1)
-local parts = {}
-local got = 0
-local pos = off(e[1][1])
-local id = e[1][1]
-local d = e[1][2][2]
-if pos + #d <= start then return {lo, hi, ''} end
-local piece = string.sub(d, start - pos + 1, start - pos + limit)
-parts[1] = piece
-got = #piece
-pos = pos + #d
-while got < limit and pos < hi do
-  local more = redis.call('XRANGE', KEYS[1], '(' .. id, '+', 'COUNT', 8)
-  if #more == 0 then break end
-  for _, m in ipairs(more) do
-    if off(m[1]) ~= pos or got >= limit then got = limit + 1 break end
-    local dd = m[2][2]
-    local take = string.sub(dd, 1, limit - got)
-    parts[#parts + 1] = take
-    got = got + #take
-    pos = pos + #dd
-    id = m[1]
-  end
-end
-return {lo, hi, table.concat(parts)}
-"""
-
 
 class OutputStreams:
     def __init__(self, redis: Redis, retention: int) -> None:
         self.redis = redis
         self.retention = retention
         self.entry_bytes = entry_size(retention)
-        self._read = redis.register_script(_READ)
         # (task, stream) -> chunks not yet sent, as (offset, bytes), in order
         self._pending: dict[tuple[str, Stream], list[tuple[int, bytes]]] = defaultdict(list)
         self._pending_bytes = 0
@@ -183,13 +142,45 @@ class OutputStreams:
 
     # ------------------------------------------------------------ every reader's side
 
-    async def read(
-        self, task_id: str, stream: Stream, start: int, limit: int
-    ) -> tuple[bytes, int, int]:
-        """(bytes from `start`, first retained offset, end in Redis); first is -1 when Redis
-        holds nothing of this stream. The bytes are empty when Redis lacks `start`."""
-        lo, hi, data = await self._read(keys=[keys.output(task_id, stream)], args=[start, limit])
-        return bytes(data), int(lo), int(hi)
+    async def read(self, task_id: str, stream: Stream, start: int, limit: int) -> tuple[bytes, int]:
+        """(up to `limit` bytes from `start`, retained): the bytes stop at a gap. When
+        Redis lacks `start` they are empty and `retained` is the first offset it holds
+        (-1: none of this stream); otherwise `retained` is `start`."""
+        key = keys.output(task_id, stream)
+        count = limit // self.entry_bytes + 2  # entries may be smaller: then more batches
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xrevrange(key, f"{start}-1", "-", count=1)  # the entry holding `start`
+        pipe.xrange(key, f"{start}-2", "+", count=count)  # and those after it
+        before, batch = await pipe.execute()
+        parts: list[bytes] = []
+        got = 0
+        pos = -1
+        entries = [*before, *batch]
+        while entries:
+            for entry_id, fields in entries:
+                offset, data = entry_offset(entry_id), fields[b"d"]
+                if pos == -1:
+                    if not offset <= start < offset + len(data):
+                        break  # no entry holds `start`: Redis lacks it
+                    piece = data[start - offset : start - offset + limit]
+                elif offset != pos:
+                    pos = -2  # a gap: what follows is not contiguous
+                    break
+                else:
+                    piece = data[: limit - got]
+                pos = offset + len(data)
+                parts.append(piece)
+                got += len(piece)
+                if got >= limit:
+                    break
+            if pos < 0 or got >= limit or len(batch) < count:
+                break
+            batch = await self.redis.xrange(key, f"({batch[-1][0].decode()}", "+", count=count)
+            entries = batch
+        if parts:
+            return b"".join(parts), start
+        first = await self.redis.xrange(key, "-", "+", count=1)
+        return b"", entry_offset(first[0][0]) if first else -1
 
     async def tail_end(self, task_id: str, stream: Stream) -> tuple[int, bytes]:
         """(end offset, id of the last entry) of what Redis holds of a stream (0, 0-0)."""

@@ -227,7 +227,7 @@ class _Routes:
         total = int(getattr(rec, f"{p.stream.value}_bytes"))
         if p.offset >= total or p.limit == 0:
             return _output_reply(rec, p, b"", total)
-        data, lo, _hi = await self.c.outputs.read(p.task_id, p.stream, p.offset, p.limit)
+        data, lo = await self.c.outputs.read(p.task_id, p.stream, p.offset, p.limit)
         if data:
             return _output_reply(rec, p, data, total)
         if await self.c.registry.is_alive(owner):

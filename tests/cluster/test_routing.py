@@ -109,7 +109,8 @@ async def test_output_reads_byte_exact_from_any_node_even_after_its_node_is_gone
         tail_from = len(truth) - retention * 15 // 16  # Redis keeps at least 15/16 of it
         r = await ca.result("output", {"task_id": tid, "offset": tail_from, "limit": retention})
         data = base64.b64decode(r["data"]) if r["encoding"] == "base64" else r["data"].encode()
-        assert data == truth[tail_from:] and r["eof"]
+        assert (len(data), r["eof"]) == (len(truth) - tail_from, True), r["total"]
+        assert data == truth[tail_from:]
         gone = await ca.call("output", {"task_id": tid, "offset": 0})
         assert gone["error"]["code"] == -32009  # OUTPUT_UNAVAILABLE
         assert "node-b" in gone["error"]["message"]
