@@ -1,6 +1,7 @@
 """Cluster mode (issue 13's targets): nodes as processes on one private redis-server.
 
-1. Throughput: 240 `sleep 1` tasks from one client, every completion delivered to it,
+1. Throughput: 240 `sleep 1` tasks from one client (16 requests in flight, the most one
+   connection may have), every completion delivered to it,
    on 1 node (a plain service, no Redis) vs 3 nodes of 40 slots each.
    Target: 3 nodes take <= 0.45x the 1-node time.
 2. Output through the cluster: a task on node B printing `--mb` MB, its client on node A,
@@ -66,9 +67,13 @@ async def throughput(n_nodes: int, tasks: int = 240, slots: int = 40) -> float:
     env = {"CC_EXECUTOR_MAX_CONCURRENT_TASKS": str(slots)}
     async with cluster(names, single=n_nodes == 1, **env) as nodes, client(nodes[0]) as cl:
         t0 = time.perf_counter()
-        ids = [
-            (await cl.result("execute", {"command": "sleep 1"}))["task_id"] for _ in range(tasks)
-        ]
+        in_flight = asyncio.Semaphore(16)  # what one connection may have in flight
+
+        async def submit() -> str:
+            async with in_flight:
+                return str((await cl.result("execute", {"command": "sleep 1"}))["task_id"])
+
+        ids = await asyncio.gather(*(submit() for _ in range(tasks)))
         for tid in ids:
             done = await cl.until("process.completed", tid, timeout=120)
             assert done["status"] == "completed", done

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from cc_executor.cluster import keys
 from cc_executor.cluster.connection import RECONNECT_DELAY, Redis
@@ -75,7 +75,7 @@ class RedisTaskStore:
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
-        self._save = redis.register_script(SAVE_LUA)
+        self._save = redis.register_script(SAVE_LUA)  # its sha, for pipelined EVALSHA
         self._pending: dict[str, _Row] = {}
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -118,14 +118,33 @@ class RedisTaskStore:
                     del self._pending[row.task_id]
 
     async def write_rows(self, rows: Iterable[_Row]) -> list[Any]:
-        pipe = self.redis.pipeline(transaction=False)
-        for r in rows:
-            await self._save(
-                keys=[keys.task(r.task_id), keys.TASKS, keys.UNFINISHED, keys.node_tasks(r.node)],
-                args=[r.task_id, r.created_at, r.status, r.blob, r.node, "1" if r.final else "0"],
-                client=pipe,
-            )
-        return list(await pipe.execute())
+        # EVALSHA straight into the pipeline: a Script object in a pipeline asks Redis
+        # SCRIPT EXISTS first, a round trip per batch. Redis restarted: load it again.
+        rows = list(rows)
+        for attempt in (1, 2):
+            pipe = self.redis.pipeline(transaction=False)
+            for r in rows:
+                pipe.evalsha(
+                    self._save.sha,
+                    4,
+                    keys.task(r.task_id),
+                    keys.TASKS,
+                    keys.UNFINISHED,
+                    keys.node_tasks(r.node),
+                    r.task_id,
+                    r.created_at,
+                    r.status,
+                    r.blob,
+                    r.node,
+                    "1" if r.final else "0",
+                )
+            try:
+                return list(await pipe.execute())
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                await self.redis.script_load(SAVE_LUA)
+        raise AssertionError("unreachable")
 
     async def save_now(self, record: TaskRecord) -> bool:
         """Write one record before returning; False if the store kept an earlier final one."""
