@@ -96,7 +96,7 @@ class Followed:
         self.owner: str | None = None
         self.completed = False
         self.final: dict[str, Any] | None = None  # the completion's params, once known
-        self.started = False  # process.started was given to the subscribers
+        self.started_to: set[Subscriber] = set()  # those given process.started
         self.tail = True  # its streams are read live (a queued task's only once it starts)
         self.ready = asyncio.Event()  # the tail positions are known
 
@@ -179,11 +179,16 @@ class Followers:
         """A task that started before its caller followed it (forwarded to its node and
         started there at once): `process.started` as its caller would have had it."""
         f = self.tasks.get(params["task_id"])
-        if f is None or f.started:
-            return
-        f.started = True
+        if f is not None:
+            self._started(f, params)
+
+    @staticmethod
+    def _started(f: Followed, params: dict[str, Any]) -> None:
+        """`process.started` to each subscriber once (the bus and the forwarded reply may
+        both say it, in either order)."""
         ev = Event(Notification.STARTED, params)
-        for sub in tuple(f.subscribers):
+        for sub in tuple(f.subscribers - f.started_to):
+            f.started_to.add(sub)
             sub.push(ev)
 
     def adopt(self, task_id: str) -> list[Subscriber]:
@@ -228,9 +233,8 @@ class Followers:
             if not f.tail:
                 f.tail = True
                 self._wake_tailer()
-            if f.started:
-                return
-            f.started = True
+            self._started(f, params)
+            return
         if method == Notification.COMPLETED:
             self._complete(f, params)
             return
