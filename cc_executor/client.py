@@ -328,8 +328,12 @@ class ExecutorClient:
     async def control(self, task_id: str, action: str) -> dict[str, Any]:
         return await self.call(Method.CONTROL, {"task_id": task_id, "action": action})
 
-    async def status(self, task_id: str | None = None, limit: int | None = None) -> dict[str, Any]:
-        params: dict[str, Any] = {}
+    async def status(
+        self, task_id: str | None = None, limit: int | None = None, **filters: Any
+    ) -> dict[str, Any]:
+        """One task's record, or the list; `filters` are `StatusParams`' (statuses, text,
+        offset, active_first, sort, descending)."""
+        params: dict[str, Any] = {k: v for k, v in filters.items() if v is not None}
         if task_id is not None:
             params["task_id"] = task_id
         if limit is not None:

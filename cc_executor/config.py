@@ -13,8 +13,10 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from cc_executor.policy import DEFAULT_ALLOWED_ENV, absolute_entries
 
 
 def default_data_dir() -> Path:
@@ -71,8 +73,14 @@ class Settings(BaseSettings):
     port: int = 8003
     auth_token: str | None = None
     allowed_origins: list[str] = Field(default_factory=list)
+    allowed_hosts: list[str] = Field(default_factory=list)
     max_message_bytes: int = 4 * 1024 * 1024
     max_connections: int = 256
+    max_handshakes: int = 64
+    handshake_timeout: float = Field(default=5.0, gt=0)
+    max_requests_in_flight: int = Field(default=64, ge=1)
+    max_reply_bytes_in_flight: int = Field(default=32 * 1024 * 1024, ge=1024)
+    max_subscriptions_per_connection: int = Field(default=256, ge=1)
 
     # Rate limits (0 = unlimited)
     max_tasks_per_minute_per_connection: int = 0
@@ -80,6 +88,7 @@ class Settings(BaseSettings):
 
     # What may run
     allowed_commands: list[str] | None = None
+    allowed_env: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOWED_ENV))
     shell: str = "/bin/sh"
 
     # Which engine this is: records name it, and recovery touches only its own
@@ -100,6 +109,7 @@ class Settings(BaseSettings):
 
     # Output
     subscriber_queue_bytes: int = 8 * 1024 * 1024
+    recent_tasks_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
 
     # Storage and logging
     data_dir: Path = Field(default_factory=default_data_dir)
@@ -109,9 +119,19 @@ class Settings(BaseSettings):
 
     # Claude
     claude_bin: str = "claude"
+    claude_trusted_dirs: list[Path] = Field(default_factory=list)
+    claude_allow_permission_bypass: bool = False
     strip_anthropic_api_key: bool = True
-    rate_limit_retries: int = 0
-    rate_limit_max_wait_seconds: float = 300.0
+    # Automatic retries (`retries` on execute_claude / session.create): back-off base and
+    # cap, and the longest a rate_limit retry waits for its reset time (else no retry)
+    retry_backoff_seconds: float = Field(default=2.0, gt=0)
+    retry_backoff_max_seconds: float = Field(default=60.0, gt=0)
+    rate_limit_max_wait_seconds: float = Field(default=300.0, ge=0)
+
+    # Hot sessions: a live claude per session, its turns written to its stdin
+    hot_sessions: bool = False
+    hot_idle_seconds: float = Field(default=300.0, gt=0)
+    max_hot_sessions: int = Field(default=8, ge=0)
 
     # Hooks
     hooks: HooksConfig = Field(default_factory=HooksConfig)
@@ -130,6 +150,17 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _ConfigFileSource(settings_cls))
+
+    @field_validator("allowed_commands")
+    @classmethod
+    def _absolute_paths(cls, v: list[str] | None) -> list[str] | None:
+        # At start-up, against the service's own directory: a task's cwd is the client's.
+        return None if v is None else absolute_entries(v)
+
+    @field_validator("claude_bin")
+    @classmethod
+    def _absolute_claude_bin(cls, v: str) -> str:
+        return absolute_entries([v])[0]
 
     @property
     def node(self) -> str:

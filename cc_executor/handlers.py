@@ -7,18 +7,23 @@ in-process transport (`cc_executor.transport.inprocess`) for each call: one set 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cc_executor import __version__, jsonrpc
+from cc_executor.claude.ratelimit import RateLimits
 from cc_executor.engine import Engine, Subscriber, TaskRecord
+from cc_executor.engine.brief import brief
 from cc_executor.protocol import (
     PARAMS,
     ControlParams,
     EmptyParams,
     ErrorCode,
+    ExecuteClaudeParams,
     ListenParams,
     Method,
     OutputParams,
@@ -47,10 +52,15 @@ class Conn:
     peer: str = ""
     sessions: SessionManager | None = None  # None: the session.* methods are refused
     _starts: deque[float] = field(default_factory=deque)
+    _subscribed: set[str] = field(default_factory=set)
 
-    def check_start_rate(self) -> None:
+    @contextlib.contextmanager
+    def start_slot(self) -> Iterator[None]:
+        """A start, counted against the rate limit before the engine is awaited (so a
+        batch or pipelined requests cannot all pass one check), given back if refused."""
         limit = self.settings.max_tasks_per_minute_per_connection
         if limit <= 0:
+            yield
             return
         now = time.monotonic()
         while self._starts and now - self._starts[0] > 60.0:
@@ -62,11 +72,32 @@ class Conn:
                 f"rate limit: at most {limit} tasks per minute per connection",
                 {"limit_per_minute": limit, "retry_after_s": round(retry, 3)},
             )
+        self._starts.append(now)
+        try:
+            yield
+        except BaseException:
+            self._starts.remove(now)
+            raise
 
-    def record_start(self) -> None:
-        """Count a start against the rate limit once the engine has accepted it."""
-        if self.settings.max_tasks_per_minute_per_connection > 0:
-            self._starts.append(time.monotonic())
+    def admit_subscription(self, task_id: str) -> None:
+        """At most `max_subscriptions_per_connection` tasks followed at once."""
+        limit = self.settings.max_subscriptions_per_connection
+        subs = self._subscribed
+        if task_id not in subs and len(subs) >= limit:
+            sub = self.subscriber
+
+            def still(t: str) -> bool:
+                live = self.engine.live_task(t)
+                return sub.following(t) or (live is not None and sub in live.subscribers)
+
+            subs.intersection_update({t for t in subs if still(t)})
+            if len(subs) >= limit:
+                raise ProtocolError(
+                    ErrorCode.CAPACITY_EXCEEDED,
+                    f"at most {limit} subscriptions per connection: unsubscribe first",
+                    {"max_subscriptions_per_connection": limit},
+                )
+        subs.add(task_id)
 
 
 def _started(rec: TaskRecord) -> dict[str, Any]:
@@ -85,9 +116,10 @@ async def execute(conn: Conn, p: TaskParams) -> dict[str, Any]:
     until the caller has this reply (`Subscriber.hold`).
     """
     spec = spec_for(p, conn.settings)
-    conn.check_start_rate()
-    rec = await conn.engine.execute(spec, conn.subscriber)
-    conn.record_start()
+    with conn.start_slot():
+        rec = await conn.engine.execute(spec, conn.subscriber)
+    if isinstance(p, ExecuteClaudeParams) and p.retries and conn.sessions is not None:
+        conn.sessions.retries.follow(rec, p, conn.subscriber)  # issue 16: later attempts
     return _started(rec)
 
 
@@ -99,8 +131,15 @@ async def control(conn: Conn, p: ControlParams) -> dict[str, Any]:
 async def status(conn: Conn, p: StatusParams) -> dict[str, Any]:
     if p.task_id is not None:
         return (await conn.engine.get(p.task_id)).to_dict()
-    tasks = await conn.engine.list(p.limit)
-    return {"tasks": [t.to_dict() for t in tasks], "stats": conn.engine.stats()}
+    page = await conn.engine.page(p)  # faces: filters and paging, engine/listing.py
+    stats = {**conn.engine.stats(), "rate_limits": RateLimits.of(conn.settings).snapshot()}
+    return {
+        "tasks": [brief(t.to_dict()) for t in page.tasks],
+        "total": page.total,
+        "offset": page.offset,
+        "counts": page.counts,
+        "stats": stats,
+    }
 
 
 async def output(conn: Conn, p: OutputParams) -> dict[str, Any]:
@@ -109,6 +148,7 @@ async def output(conn: Conn, p: OutputParams) -> dict[str, Any]:
 
 async def subscribe(conn: Conn, p: SubscribeParams) -> dict[str, Any]:
     engine = conn.engine
+    conn.admit_subscription(p.task_id)
     rec = engine.subscribe(p.task_id, conn.subscriber, p.from_offset, p.stderr_from_offset)
     if rec is None:
         rec = await engine.get(p.task_id)

@@ -7,6 +7,7 @@ is tested without a socket.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -142,6 +143,90 @@ def validate_params(model: type[BaseModel], params: dict[str, Any] | list[Any] |
             for e in exc.errors(include_url=False)
         ]
         raise ProtocolError(ErrorCode.INVALID_PARAMS, "Invalid params", details) from None
+
+
+def encode_frame(parts: list[bytes], is_batch: bool) -> bytes:
+    """One reply frame from replies encoded one by one: a batch is their JSON array.
+
+    Encoding each element on its own bounds what one encoder call builds, and lets each
+    be weighed (and refused) before the frame exists.
+    """
+    return b"[" + b",".join(parts) + b"]" if is_batch else parts[0]
+
+
+class ReplyBudget:
+    """Bytes of replies one connection holds until they are sent, about `max_bytes`.
+
+    Frames are numbered in arrival order. A reply that would pass `max_bytes`:
+    - is refused if its own frame would then hold more than `max_bytes` (a reply, or a
+      batch, too large for the budget): an error takes its place;
+    - waits while earlier frames hold bytes: they are released as the client reads
+      (back-pressure, as for any client that does not read);
+    - is taken otherwise (only later frames hold the rest: they wait for this one). A
+      frame never waits for a later one, so nothing deadlocks, and the bytes held stay
+      under twice `max_bytes`.
+    No I/O.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.used = 0
+        self._held: dict[int, int] = {}  # frame number -> bytes it holds
+        self._next = 0
+        self._changed = asyncio.Condition()
+        self._waiting = 0
+
+    def new_frame(self) -> int:
+        self._next += 1
+        return self._next
+
+    async def take(self, frame: int, n: int) -> bool:
+        """Hold `n` more bytes for `frame`: True once held, False if refused."""
+        if self._held.get(frame, 0) + n > self.max_bytes:
+            return False
+        if self.used + n > self.max_bytes:
+            async with self._changed:
+                self._waiting += 1
+                try:
+                    while self.used + n > self.max_bytes and self._earlier_hold(frame):
+                        await self._changed.wait()
+                finally:
+                    self._waiting -= 1
+        self.used += n
+        self._held[frame] = self._held.get(frame, 0) + n
+        return True
+
+    def _earlier_hold(self, frame: int) -> bool:
+        return any(f < frame and held for f, held in self._held.items())
+
+    def give_back(self, frame: int, n: int) -> None:
+        if n <= 0:
+            return
+        self.used -= n
+        left = self._held.get(frame, 0) - n
+        if left > 0:
+            self._held[frame] = left
+        else:
+            self._held.pop(frame, None)
+        if self._waiting:
+            asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    def refusal(self, id: Any, n: int) -> dict[str, Any]:
+        """The error that replaces a reply of `n` bytes the budget cannot hold."""
+        return error_response(
+            id,
+            ProtocolError(
+                ErrorCode.MESSAGE_TOO_LARGE,
+                f"this reply ({n} bytes) would pass the {self.max_bytes} bytes of replies a "
+                "connection may have in flight: ask for less (a smaller `limit`), or fewer "
+                "in one batch",
+                {"reply_bytes": n, "max_reply_bytes_in_flight": self.max_bytes},
+            ),
+        )
 
 
 Handler = Callable[[Any, Any], Awaitable[Any]]

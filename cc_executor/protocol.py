@@ -12,7 +12,7 @@ task runs (its cwd, or a git worktree of its own).
 from __future__ import annotations
 
 from enum import IntEnum, StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AliasChoices,
@@ -88,6 +88,10 @@ FINAL_STATUSES = frozenset(
         TaskStatus.LOST,
     }
 )
+
+
+ACTIVE_STATUSES = frozenset({TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.PAUSED})
+"""Tasks that are not over yet: listings can put them first (`status` `active_first`)."""
 
 
 class Action(StrEnum):
@@ -240,6 +244,12 @@ PermissionMode = Literal["default", "acceptEdits", "bypassPermissions", "plan", 
 """The `claude --permission-mode` values."""
 
 
+RetryKind = Literal["rate_limit", "overloaded", "api_error", "network"]
+"""The error kinds (`claude/errors.py`) a Claude run may be retried on: transient ones."""
+
+RETRY_KINDS: tuple[str, ...] = get_args(RetryKind)
+
+
 class ClaudeOptions(BaseModel):
     """How a `claude -p` run behaves: shared by `execute_claude`, `session.create` (for every
     turn), the MCP tools and the CLI, so each option is declared and described once. The
@@ -275,6 +285,18 @@ class ClaudeOptions(BaseModel):
     )
     add_dirs: list[str] | None = Field(
         default=None, description="More directories it may access besides its working directory."
+    )
+    retries: int = Field(
+        default=0,
+        ge=0,
+        le=10,
+        description="Retry a run that failed for a transient reason (retry_on) up to this many "
+        "times, with jittered exponential back-off, resuming its Claude session.",
+    )
+    retry_on: list[RetryKind] | None = Field(
+        default=None,
+        description="The error kinds retried (default: rate_limit, overloaded, api_error, "
+        "network).",
     )
 
 
@@ -338,11 +360,40 @@ class ControlParams(TaskRef):
         return v.upper() if isinstance(v, str) else v
 
 
+TaskSort = Literal[
+    "created", "started", "ended", "runtime", "status", "name", "cost", "exit", "bytes"
+]
+"""What `status` can sort its list by (engine/listing.py `SORT_KEYS`)."""
+
+
 class StatusParams(BaseModel):
+    """`status`: one task (`task_id`), or one page of the filtered, sorted list."""
+
     model_config = ConfigDict(extra="forbid")
 
     task_id: str | None = None
     limit: int = Field(default=1000, ge=1, le=100_000)
+    # The list's filters and paging (engine/listing.py), for the dashboard and the CLI.
+    statuses: list[TaskStatus] | None = Field(
+        default=None, description="Only tasks in these statuses."
+    )
+    text: str | None = Field(
+        default=None,
+        max_length=256,
+        description="Only tasks whose id, name, command or "
+        "prompt holds this text (case-insensitive).",
+    )
+    offset: int = Field(default=0, ge=0, le=1_000_000, description="Skip this many matches.")
+    active_first: bool = Field(
+        default=False, description="Running, paused and queued tasks before all others."
+    )
+    sort: TaskSort = Field(default="created", description="What to sort by.")
+    descending: bool = Field(default=True, description="Largest (newest) first.")
+
+    @field_validator("statuses", mode="before")
+    @classmethod
+    def _comma_separated(cls, v: Any) -> Any:
+        return [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
 
     @model_validator(mode="before")
     @classmethod
@@ -355,7 +406,7 @@ class StatusParams(BaseModel):
 
 class OutputParams(TaskRef):
     stream: Stream = Stream.STDOUT
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=2**53 - 1)  # JSON's largest exact integer
     limit: int = Field(default=1024 * 1024, ge=0, le=16 * 1024 * 1024)
 
 
@@ -428,6 +479,11 @@ class SessionCreateParams(ClaudeOptions, WorkspaceOptions):
     )
     prompt: str | None = Field(
         default=None, min_length=1, description="Send this as the first turn right away."
+    )
+    hot: bool | None = Field(
+        default=None,
+        description="Keep one live claude process for the session's turns (no start-up "
+        "cost per turn); default: the service's hot_sessions setting.",
     )
 
     def claude_options(self) -> ClaudeOptions:
@@ -593,6 +649,8 @@ def protocol_description() -> dict[str, Any]:
         "error_codes": {e.name: e.value for e in ErrorCode},
         "task_statuses": {s.name: s.value for s in TaskStatus},
         "final_statuses": [s.value for s in TaskStatus if s.is_final],
+        "active_statuses": [s.value for s in TaskStatus if s in ACTIVE_STATUSES],
+        "task_sorts": list(get_args(TaskSort)),
         "actions": {a.name: a.value for a in Action},
         "streams": {s.name: s.value for s in Stream},
     }

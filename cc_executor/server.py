@@ -1,8 +1,13 @@
 """The executor service: JSON-RPC 2.0 over WebSocket at /ws (and /ws/mcp), /health over HTTP.
 
-This module only moves frames and guards the door (path, Origin, token, connection
-limits); what a frame means is `jsonrpc`, what a method does is `handlers`, and every
-process belongs to the `Engine`.
+This module only moves frames and guards the door (handshake slots, Host, Origin, token,
+connection limits: the checks are `door`); what a frame means is `jsonrpc`, what a method
+does is `handlers`, and every process belongs to the `Engine`.
+
+What one connection can make the service hold is bounded: `max_requests_in_flight`
+requests (each element of a batch counts) until their replies are sent, and
+`max_reply_bytes_in_flight` bytes of those replies; an element past either gets an error
+of its own in its place.
 
 Run it with `cc-executor start`, `python -m cc_executor` or `python -m cc_executor.server`.
 """
@@ -13,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import time
 from collections import Counter
@@ -26,21 +32,29 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from cc_executor import __version__, jsonrpc
+from cc_executor import __version__, door, jsonrpc
 from cc_executor.auth import ensure_token, token_matches
+from cc_executor.claude.ratelimit import RateLimits
 from cc_executor.cluster.routing import cluster_routes
 from cc_executor.config import Settings
-from cc_executor.dashboard import asset_response, own_origins
-from cc_executor.engine import Event, Subscriber, SubscriberClosed
+from cc_executor.dashboard import (
+    asset_response,
+    own_origins,
+    select_subprotocol,
+    token_from_subprotocols,
+)
+from cc_executor.engine import Event, Subscriber, SubscriberClosed, reaper
 from cc_executor.engine.events import holds_of_this_request
 from cc_executor.handlers import ROUTES, Conn
 from cc_executor.logs import setup_logging
+from cc_executor.protocol import ErrorCode, Method, OutputParams, ProtocolError
 from cc_executor.runtime import build_runtime
 
 log = logging.getLogger(__name__)
 
 WS_PATHS = frozenset({"/ws", "/ws/mcp"})
-_MAX_IN_FLIGHT = 16  # requests per connection until their replies are sent (memory bound)
+_OUTPUT_DEFAULT_LIMIT: int = OutputParams.model_fields["limit"].default
+_OUTPUT_MAX_LIMIT = 16 * 1024 * 1024
 
 
 def _json_response(status: HTTPStatus, body: dict[str, Any]) -> Response:
@@ -72,6 +86,7 @@ class ExecutorService:
         self._server: Server | None = None
         self._connections = 0
         self._per_client: Counter[str] = Counter()
+        self._handshakes = door.HandshakeSlots(settings.max_handshakes)
         self._started = time.time()
         self.stopped = asyncio.Event()
 
@@ -90,6 +105,9 @@ class ExecutorService:
             self.settings.host,
             self.settings.port,
             process_request=self._process_request,
+            select_subprotocol=select_subprotocol,  # faces: the dashboard's (no token echoed)
+            create_connection=_guarded_connection(self._handshakes),
+            open_timeout=self.settings.handshake_timeout,
             compression=None,  # deflate costs more than it saves on loopback
             max_size=self.settings.max_message_bytes,
             ping_interval=20,
@@ -145,11 +163,23 @@ class ExecutorService:
             "paused": stats["paused"],
             "queued": stats["queued"],
             "connections": self._connections,
+            "handshakes_waiting": len(self._handshakes),
+            "handshakes_evicted": self._handshakes.evicted,
             "uptime_s": round(time.time() - self._started, 3),
+            "rate_limits": RateLimits.of(self.settings).snapshot(),  # issue 16
         }
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
+        twice = door.duplicate_header(request.headers)
+        if twice is not None:
+            return _json_response(
+                HTTPStatus.BAD_REQUEST, {"error": f"more than one {twice} header"}
+            )
+        host = request.headers.get("Host")
+        if not door.host_allowed(host, self.settings.host, self.settings.allowed_hosts):
+            log.warning("refused a request for a foreign host", extra={"host": str(host)[:200]})
+            return _json_response(HTTPStatus.BAD_REQUEST, {"error": "unknown Host header"})
         if url.path == "/health":
             return _json_response(HTTPStatus.OK, self.health())
         if url.path not in WS_PATHS:
@@ -173,6 +203,8 @@ class ExecutorService:
         else:
             tokens = parse_qs(url.query).get("token")
             given = tokens[0] if tokens else None
+            if given is None:  # faces: the dashboard offers it as a subprotocol
+                given = token_from_subprotocols(request.headers.get_all("Sec-WebSocket-Protocol"))
         if not token_matches(self.token, given):
             return _json_response(HTTPStatus.UNAUTHORIZED, {"error": "missing or invalid token"})
         if self._connections >= self.settings.max_connections:
@@ -196,12 +228,20 @@ class ExecutorService:
         sub.hold_new_tasks = True  # a task's events follow the reply that names it
         conn = Conn(self.engine, self.settings, sub, peer=client, sessions=self.sessions)
         writer = asyncio.create_task(self._write_loop(ws, sub))
-        in_flight = asyncio.Semaphore(_MAX_IN_FLIGHT)
+        limit = self.settings.max_requests_in_flight
+        in_flight = asyncio.Semaphore(limit)
+        budget = jsonrpc.ReplyBudget(self.settings.max_reply_bytes_in_flight)
         pending: set[asyncio.Task[None]] = set()
         try:
             async for message in ws:
-                await in_flight.acquire()
-                t = asyncio.create_task(self._serve_frame(conn, message, in_flight))
+                items, is_batch = jsonrpc.parse(message)
+                # Every element holds a slot until its reply is sent; past the limit an
+                # element is refused. While slots are taken, reading waits (TCP pushes back).
+                slots = min(len(items), limit)
+                for _ in range(slots):
+                    await in_flight.acquire()
+                frame = _Frame(items, is_batch, slots, in_flight, budget)
+                t = asyncio.create_task(self._serve_frame(conn, frame))
                 pending.add(t)
                 t.add_done_callback(pending.discard)
         except ConnectionClosed:
@@ -220,37 +260,61 @@ class ExecutorService:
             if self._per_client[client] <= 0:
                 del self._per_client[client]
 
-    async def _serve_frame(self, conn: Conn, message: str | bytes, slot: asyncio.Semaphore) -> None:
-        # The slot is held until the reply has gone out, not just been queued: a client
-        # that sends requests without reading replies is stopped at _MAX_IN_FLIGHT
-        # (reading pauses, TCP pushes back) instead of growing the service's memory.
+    async def _serve_frame(self, conn: Conn, frame: _Frame) -> None:
+        # The slots (and reply bytes) are held until the reply has gone out, not just been
+        # queued: a client that sends requests without reading replies is stopped there.
         reply_queued = False
         with holds_of_this_request() as held:
             try:
-                items, is_batch = jsonrpc.parse(message)
-                replies: list[dict[str, Any]] = []
-                calls = []
-                for item in items:
-                    if isinstance(item, dict):
-                        replies.append(item)
-                    else:
-                        calls.append(jsonrpc.call(self.routes, item, conn))
-                if len(calls) == 1:
-                    r = await calls[0]
-                    if r is not None:
-                        replies.append(r)
-                elif calls:
-                    replies.extend(r for r in await asyncio.gather(*calls) if r is not None)
-                if replies:
-                    body = replies if is_batch else replies[0]
-                    conn.subscriber.push(_Reply(jsonrpc.encode(body), slot.release))
+                parts = await asyncio.gather(
+                    *(self._serve_item(conn, frame, i, item) for i, item in enumerate(frame.items))
+                )
+                encoded = [p for p in parts if p is not None]
+                if encoded:
+                    data = jsonrpc.encode_frame(encoded, frame.is_batch)
+                    conn.subscriber.push(_Reply(data, frame.release))
                     reply_queued = True
             finally:
                 # The events of the tasks this frame created follow its reply, and only
                 # theirs: another frame's reply may still be on its way (Subscriber.hold).
                 conn.subscriber.release_held(held)
                 if not reply_queued:
-                    slot.release()
+                    frame.release()
+
+    async def _serve_item(
+        self, conn: Conn, frame: _Frame, index: int, item: jsonrpc.Request | dict[str, Any]
+    ) -> bytes | None:
+        """One element's reply, encoded and held in the reply budget (None: no reply)."""
+        budget = frame.budget
+        if isinstance(item, dict):
+            reply: dict[str, Any] | None = item  # an invalid request's error
+            estimate = 0
+        elif index >= frame.slots:
+            reply = _past_the_limit(item, self.settings.max_requests_in_flight)
+            estimate = 0
+        else:
+            # An `output` reads up to its limit: hold that much before reading, so that
+            # concurrent reads cannot pass the budget before their replies are weighed.
+            estimate = _reply_estimate(item)
+            if not await budget.take(frame.number, estimate):
+                return None if item.is_notification else _encode(budget.refusal(item.id, estimate))
+            try:
+                reply = await jsonrpc.call(self.routes, item, conn)
+            except BaseException:
+                budget.give_back(frame.number, estimate)
+                raise
+        if reply is None:
+            budget.give_back(frame.number, estimate)
+            return None
+        data = _encode(reply)
+        more = len(data) - estimate
+        if more < 0:
+            budget.give_back(frame.number, -more)
+        elif more > 0 and not await budget.take(frame.number, more):
+            budget.give_back(frame.number, estimate)
+            return _encode(budget.refusal(reply.get("id"), len(data)))
+        frame.reserved += len(data)
+        return data
 
     async def _write_loop(self, ws: ServerConnection, sub: Subscriber) -> None:
         try:
@@ -262,6 +326,87 @@ class ExecutorService:
                     ev.on_sent()
         except (SubscriberClosed, ConnectionClosed):
             pass
+
+
+class _Frame:
+    """One incoming frame being served: its elements, the in-flight slots it took (one per
+    element, up to the limit) and the reply bytes it holds until its reply is sent."""
+
+    __slots__ = ("budget", "in_flight", "is_batch", "items", "number", "reserved", "slots")
+
+    def __init__(
+        self,
+        items: list[jsonrpc.Request | dict[str, Any]],
+        is_batch: bool,
+        slots: int,
+        in_flight: asyncio.Semaphore,
+        budget: jsonrpc.ReplyBudget,
+    ) -> None:
+        self.items = items
+        self.is_batch = is_batch
+        self.slots = slots
+        self.in_flight = in_flight
+        self.budget = budget
+        self.number = budget.new_frame()
+        self.reserved = 0
+
+    def release(self) -> None:
+        for _ in range(self.slots):
+            self.in_flight.release()
+        self.slots = 0
+        self.budget.give_back(self.number, self.reserved)
+        self.reserved = 0
+
+
+def _encode(reply: dict[str, Any]) -> bytes:
+    return jsonrpc.encode(reply)
+
+
+def _reply_estimate(req: jsonrpc.Request) -> int:
+    """Bytes an element's reply is sure to take, reserved before it runs: an `output`
+    reads up to `limit` bytes (its JSON is larger still); the rest are small."""
+    if req.method != Method.OUTPUT:
+        return 0
+    limit = req.params.get("limit") if isinstance(req.params, dict) else None
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0:
+        return min(limit, _OUTPUT_MAX_LIMIT)
+    return _OUTPUT_DEFAULT_LIMIT
+
+
+def _past_the_limit(req: jsonrpc.Request, limit: int) -> dict[str, Any] | None:
+    if req.is_notification:
+        return None
+    return jsonrpc.error_response(
+        req.id,
+        ProtocolError(
+            ErrorCode.CAPACITY_EXCEEDED,
+            f"more than {limit} requests in flight on this connection (each element of a "
+            "batch counts): send fewer at once",
+            {"max_requests_in_flight": limit},
+        ),
+    )
+
+
+def _guarded_connection(slots: door.HandshakeSlots) -> type[ServerConnection]:
+    """A ServerConnection that holds a handshake slot from accept until its request."""
+
+    class GuardedConnection(ServerConnection):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            evicted = slots.opened(self)
+            if evicted is not None:
+                evicted.transport.abort()
+
+        def process_event(self, event: Any) -> None:
+            if self.request is None:
+                slots.done(self)
+            super().process_event(event)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            slots.done(self)
+            super().connection_lost(exc)
+
+    return GuardedConnection
 
 
 class _Reply(Event):
@@ -283,18 +428,54 @@ def _peer_host(connection: ServerConnection) -> str:
     return str(addr)
 
 
-async def run_service(settings: Settings) -> None:
-    """Start the service and serve until SIGINT/SIGTERM, then end every task and exit."""
-    service = ExecutorService(settings)
-    await service.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("shutting down: ending all task groups")
-    await service.stop()
+async def run_service(
+    settings: Settings, on_started: Callable[[ExecutorService], None] | None = None
+) -> None:
+    """Start the service and serve until SIGINT/SIGTERM, then end every task and exit.
+    `on_started` sees the started service (`cc-executor start` prints its banner).
+
+    The service owns its process: it raises its own soft fd limit, becomes a child
+    subreaper (so what leaves a task's group is still its child, engine/reaper.py) and
+    reaps the orphans that come to it, as PID 1 of a container too.
+    """
+    raise_fd_limit()
+    reaper.become_subreaper()
+    orphans = reaper.OrphanReaper()
+    orphans.start()
+    try:
+        service = ExecutorService(settings)
+        await service.start()
+        if on_started is not None:
+            on_started(service)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("shutting down: ending all task groups")
+        await service.stop()
+    finally:
+        # Every orphan left is a task's or a hook's, whatever its environment says now.
+        if reaper.collects_orphans():
+            await reaper.end_orphans()
+        orphans.stop()
+
+
+FD_LIMIT = 65536
+"""The soft limit of open files the service asks for (each connection, pipe and log takes
+one; 1024, a common default, is reached by 1,000 idle sockets). Children inherit it."""
+
+
+def raise_fd_limit(want: int = FD_LIMIT) -> int:
+    """Raise the soft RLIMIT_NOFILE towards `want` (never past the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            return target
+    return soft
 
 
 def build_arg_parser(prog: str = "cc-executor start") -> argparse.ArgumentParser:

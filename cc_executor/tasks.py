@@ -12,7 +12,7 @@ import os
 
 from cc_executor.config import Settings
 from cc_executor.engine import TaskSpec, command_env
-from cc_executor.policy import resolve_argv
+from cc_executor.policy import command_argv, without_service_secrets
 from cc_executor.protocol import ErrorCode, ExecuteClaudeParams, ExecuteParams, ProtocolError
 from cc_executor.workspaces import request_of
 
@@ -34,12 +34,13 @@ def check_cwd(cwd: str | None) -> str | None:
 
 
 def command_spec(params: ExecuteParams, settings: Settings) -> TaskSpec:
-    argv = resolve_argv(params.command, settings.shell, settings.allowed_commands, params.env)
+    cwd = check_cwd(params.cwd)
+    argv = command_argv(params, settings, cwd)  # the allow-list: policy.py
     return TaskSpec(
         command=params.command,
         argv=argv,
-        env=command_env(params.env),
-        cwd=check_cwd(params.cwd),
+        env=without_service_secrets(command_env(params.env)),
+        cwd=cwd,
         timeout=params.timeout,
         idle_timeout=params.idle_timeout,
         name=params.name,

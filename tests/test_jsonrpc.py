@@ -5,6 +5,7 @@ The same cases run over a real WebSocket in tests/service/test_wire.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -369,3 +370,45 @@ def test_encode_notification_and_error_shapes() -> None:
     }
     e = jsonrpc.error_response(jsonrpc.NO_ID, ProtocolError(-32000, "m"))
     assert e == {"jsonrpc": "2.0", "id": None, "error": {"code": -32000, "message": "m"}}
+
+
+# ------------------------------------------------------------------ the reply budget
+
+
+def test_encode_frame_joins_replies_encoded_one_by_one() -> None:
+    parts = [jsonrpc.encode(jsonrpc.result_response(i, i)) for i in range(3)]
+    assert json.loads(jsonrpc.encode_frame(parts, True)) == [
+        {"jsonrpc": "2.0", "id": i, "result": i} for i in range(3)
+    ]
+    assert jsonrpc.encode_frame(parts[:1], False) == parts[0]
+
+
+async def test_budget_refuses_what_one_frame_cannot_hold() -> None:
+    budget = jsonrpc.ReplyBudget(100)
+    f = budget.new_frame()
+    assert await budget.take(f, 60)
+    assert not await budget.take(f, 50)  # this frame alone would pass the budget
+    assert budget.used == 60
+    err = budget.refusal(7, 50)
+    assert err["id"] == 7 and err["error"]["code"] == ErrorCode.MESSAGE_TOO_LARGE
+
+
+async def test_budget_makes_later_frames_wait_for_earlier_ones() -> None:
+    budget = jsonrpc.ReplyBudget(100)
+    first, second = budget.new_frame(), budget.new_frame()
+    assert await budget.take(first, 80)
+    waiting = asyncio.ensure_future(budget.take(second, 50))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()  # waits: an earlier frame holds the budget
+    budget.give_back(first, 80)  # its reply was sent
+    assert await asyncio.wait_for(waiting, 1)
+    assert budget.used == 50
+
+
+async def test_budget_never_makes_an_earlier_frame_wait_for_a_later_one() -> None:
+    budget = jsonrpc.ReplyBudget(100)
+    first, second = budget.new_frame(), budget.new_frame()
+    assert await budget.take(second, 90)
+    # Only a later frame holds the rest: waiting for it could deadlock, so it is taken.
+    assert await asyncio.wait_for(budget.take(first, 50), 1)
+    assert budget.used == 140 < 2 * budget.max_bytes

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cc_executor.policy import SHELL_METACHARACTERS, resolve_argv
+from cc_executor.policy import SHELL_METACHARACTERS, absolute_entries, resolve_argv
 from cc_executor.protocol import ErrorCode, ProtocolError
 
 ALLOWED = ["ls", "echo"]
@@ -90,12 +90,45 @@ def test_listed_path_must_match_exactly() -> None:
 def test_dangerous_env_overrides_are_refused(key: str) -> None:
     err = refused("ls", {key: "/tmp/evil"})
     assert key in err.message
-    assert err.data == {"key": key}
+    assert err.data == {"key": key, "rule": "env", "setting": "allowed_env"}
 
 
-def test_harmless_env_is_fine() -> None:
-    argv = resolve_argv("echo hi", "/bin/sh", ALLOWED, {"FOO": "bar", "LANG": "C"})
+@pytest.mark.parametrize(
+    "key", ["PYTHONUSERBASE", "HOME", "CLAUDE_CONFIG_DIR", "XDG_CONFIG_HOME", "FOO", "path"]
+)
+def test_env_names_outside_allowed_env_are_refused(key: str) -> None:
+    """An allow-list of names, not a deny-list: a name nobody thought of is refused too."""
+    err = refused("ls", {key: "/tmp/evil"})
+    assert "allowed_env" in err.message and err.data is not None and err.data["key"] == key
+
+
+def test_env_names_in_allowed_env_are_fine() -> None:
+    argv = resolve_argv("echo hi", "/bin/sh", ALLOWED, {"LANG": "C", "LC_ALL": "C", "TZ": "UTC"})
     assert argv[1:] == ["hi"]
+    argv = resolve_argv(["echo"], "/bin/sh", ALLOWED, {"FOO": "1"}, allowed_env=["FOO"])
+    assert argv == [shutil.which("echo")]
+    with pytest.raises(ProtocolError):
+        resolve_argv(["echo"], "/bin/sh", ALLOWED, {"FOOD": "1"}, allowed_env=["FOO"])
+    assert resolve_argv(["echo"], "/bin/sh", ALLOWED, {"FOOD": "1"}, allowed_env=["FOO*"])
+
+
+def test_relative_entry_is_resolved_at_start_up_not_against_the_task_cwd(tmp_path: Path) -> None:
+    """`./run.sh` listed means the service's ./run.sh: a client's cwd does not change it."""
+    home = tmp_path / "service"
+    evil = tmp_path / "evil"
+    for d in (home, evil):
+        d.mkdir()
+        (d / "run.sh").write_text("#!/bin/sh\n")
+    allowed = absolute_entries(["./run.sh", "ls"], base=str(home))
+    assert allowed == [str(home / "run.sh"), "ls"]
+    with pytest.raises(ProtocolError) as info:
+        resolve_argv(["./run.sh"], "/bin/sh", allowed, cwd=str(evil))
+    assert info.value.code == ErrorCode.COMMAND_NOT_ALLOWED
+    # In the listed file's own directory it runs, pinned to the absolute path.
+    assert resolve_argv(["./run.sh", "x"], "/bin/sh", allowed, cwd=str(home)) == [
+        str(home / "run.sh"),
+        "x",
+    ]
 
 
 def test_allowed_string_is_split_without_a_shell_and_pinned() -> None:

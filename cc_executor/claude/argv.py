@@ -6,29 +6,41 @@ starts with `-`, but several options are variadic (`--allowedTools`, `--disallow
 `--add-dir`, `--mcp-config`) and would swallow a following positional. So the prompt goes last,
 after `--`, which ends option parsing (also for a pending variadic option): a prompt that starts
 with `-` or holds quotes or newlines arrives intact, and no shell is ever involved.
+
+`--resume` takes an *optional* value, and commander does not give an optional value an
+argument that starts with `-`: `--resume --version` is two options. So the session id goes
+in the same argument (`--resume=<id>`), and it must look like a session id.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 
 import orjson
 
-from cc_executor.protocol import ExecuteClaudeParams
+from cc_executor.protocol import ErrorCode, ExecuteClaudeParams, ProtocolError
 
 ALWAYS_STRIPPED_ENV = ("CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT")
 """Set by a parent Claude Code session; a child `claude` refuses to start when it sees them."""
 
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 
+SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+"""What `resume` may be: a Claude session id (a UUID), never something that reads as an option."""
+
 
 def build_argv(
-    params: ExecuteClaudeParams, claude_bin: str, prompt: str | None = None
+    params: ExecuteClaudeParams,
+    claude_bin: str,
+    prompt: str | None = None,
+    flags: Sequence[str] = (),
 ) -> list[str]:
     """Return the argv list for `claude -p` with stream-json output.
 
-    `prompt` overrides `params.prompt` (a pre-execute hook may have appended text). Empty
-    strings and empty lists count as unset. The prompt is always the final argument, after `--`.
+    `prompt` overrides `params.prompt` (a pre-execute hook may have appended text); `flags`
+    go before the prompt (the allow-list's, see `policy.claude_run`). Empty strings and
+    empty lists count as unset. The prompt is always the final argument, after `--`.
     """
     argv = [claude_bin, "-p", "--output-format", "stream-json", "--verbose"]
     if params.model:
@@ -53,9 +65,17 @@ def build_argv(
     for directory in params.add_dirs or ():
         argv += ["--add-dir", directory]
     if params.resume:
-        argv += ["--resume", params.resume]
+        if not SESSION_ID.fullmatch(params.resume):
+            raise ProtocolError(
+                ErrorCode.INVALID_PARAMS,
+                f"resume {params.resume[:60]!r} is not a Claude session id "
+                "(letters, digits, '.', '_', '-'; not starting with '-')",
+                {"field": "resume"},
+            )
+        argv.append(f"--resume={params.resume}")
         if params.fork_session:
             argv.append("--fork-session")
+    argv += flags
     argv += ["--", params.prompt if prompt is None else prompt]
     return argv
 

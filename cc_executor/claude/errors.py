@@ -35,6 +35,8 @@ class ErrorKind(StrEnum):
     MAX_TURNS = "max_turns"
     MAX_BUDGET = "max_budget"
     NETWORK = "network"
+    OVERLOADED = "overloaded"
+    API_ERROR = "api_error"
     TIMEOUT = "timeout"
     CRASHED = "crashed"
 
@@ -69,6 +71,8 @@ TITLES: dict[ErrorKind, str] = {
     ErrorKind.MAX_TURNS: "The run stopped at its max_turns limit",
     ErrorKind.MAX_BUDGET: "The run stopped at its max_budget_usd limit",
     ErrorKind.NETWORK: "The claude CLI could not reach the API",
+    ErrorKind.OVERLOADED: "The API is overloaded",
+    ErrorKind.API_ERROR: "The API failed with a server error",
     ErrorKind.TIMEOUT: "The run timed out",
     ErrorKind.CRASHED: "The claude CLI failed",
 }
@@ -105,6 +109,14 @@ HINTS: dict[ErrorKind, str] = {
     ErrorKind.NETWORK: (
         "Check the route to the Anthropic API (DNS, proxy, firewall, HTTPS_PROXY) and retry."
     ),
+    ErrorKind.OVERLOADED: (
+        "Transient: retry later (`retries` does it with back-off); `resume` continues the "
+        "conversation."
+    ),
+    ErrorKind.API_ERROR: (
+        "Usually transient: retry (`retries` does it with back-off); `resume` continues the "
+        "conversation."
+    ),
     ErrorKind.TIMEOUT: (
         "Raise timeout / idle_timeout or split the task. A CLI that keeps retrying an "
         "unreachable API produces output, so only the overall timeout stops it."
@@ -138,6 +150,7 @@ TEXT_PATTERNS: tuple[tuple[ErrorKind, re.Pattern[str]], ...] = (
         ErrorKind.RATE_LIMIT,
         re.compile(r"rate[ _-]?limit|\b429\b|too many requests", _I),
     ),
+    (ErrorKind.OVERLOADED, re.compile(r"overloaded_error|\b529\b|\boverloaded\b", _I)),
     (
         ErrorKind.CONTEXT_LIMIT,
         re.compile(
@@ -168,6 +181,11 @@ API_STATUS: dict[int, ErrorKind] = {
     401: ErrorKind.AUTH,
     403: ErrorKind.AUTH,
     429: ErrorKind.RATE_LIMIT,
+    500: ErrorKind.API_ERROR,
+    502: ErrorKind.API_ERROR,
+    503: ErrorKind.API_ERROR,
+    504: ErrorKind.API_ERROR,
+    529: ErrorKind.OVERLOADED,
 }
 
 _LIMIT_KINDS = (ErrorKind.RATE_LIMIT, ErrorKind.USAGE_LIMIT)

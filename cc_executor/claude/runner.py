@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from cc_executor.claude.argv import build_argv, build_env
 from cc_executor.claude.errors import classify
+from cc_executor.claude.ratelimit import RateLimitGate, RateLimits, account_of
 from cc_executor.claude.stream import RESULT_MAX_CHARS, ClaudeStreamState, LineSplitter
 from cc_executor.engine import TaskSpec
-from cc_executor.policy import check_env, program_allowed
+from cc_executor.policy import claude_run, without_service_secrets
 from cc_executor.protocol import (
     ErrorCode,
     ExecuteClaudeParams,
@@ -54,12 +55,19 @@ UUID_INSTRUCTION = (
 class ClaudeObserver:
     """Parses one Claude task's stream-json and finishes its record."""
 
-    def __init__(self, expected_uuid: str | None = None, fail_on_missing: bool = True) -> None:
+    def __init__(
+        self,
+        expected_uuid: str | None = None,
+        fail_on_missing: bool = True,
+        gate: RateLimitGate | None = None,
+    ) -> None:
+        self.gate = gate  # its account's rate-limit window (claude/ratelimit.py)
         self.splitter = LineSplitter()
         self.state = ClaudeStreamState()
         self.stderr_tail = b""
         self.expected_uuid = expected_uuid
         self.fail_on_missing = fail_on_missing
+        self.assistant_turns = 0
 
     def on_output(self, task: RunningTask, stream: Stream, data: bytes) -> None:
         if stream == Stream.STDERR:
@@ -71,12 +79,23 @@ class ClaudeObserver:
     def _line(self, task: RunningTask, line: bytes) -> None:
         compact = self.state.feed_line(line)
         if compact is not None:
+            self._live_fields(task, compact)
             text = compact.get("text")
             if isinstance(text, str) and len(text) > EVENT_TEXT_MAX_CHARS:
                 compact["text"] = text[:EVENT_TEXT_MAX_CHARS]
                 compact["text_truncated"] = True
                 compact["text_chars"] = len(text)
             task.emit(Notification.CLAUDE_EVENT, {"task_id": task.task_id, "event": compact})
+
+    def _live_fields(self, task: RunningTask, compact: dict[str, Any]) -> None:
+        """While it runs, its record shows the model and the turns so far (the dashboard's
+        live cost column); `on_finish` replaces them with the result's."""
+        extra = task.record.extra
+        if compact.get("type") == "assistant":
+            self.assistant_turns += 1
+            extra["num_turns"] = self.assistant_turns
+        if self.state.model:
+            extra["model"] = self.state.model
 
     def on_finish(self, task: RunningTask) -> None:
         for line in self.splitter.flush():
@@ -103,6 +122,8 @@ class ClaudeObserver:
             rec.error = err.message
             if rec.status == TaskStatus.COMPLETED:
                 rec.status = TaskStatus.FAILED  # exit 0 but the CLI reported an error
+        if self.gate is not None:
+            note_rate_limit(self.gate, self.state.rate_limit_info, rec.extra)
         self._verify(rec, failed_already=err is not None or cancelled)
 
     def _verify(self, rec: Any, failed_already: bool) -> None:
@@ -125,22 +146,18 @@ class ClaudeObserver:
 
 def claude_spec(params: ExecuteClaudeParams, settings: Settings) -> TaskSpec:
     """The TaskSpec of one fresh `claude -p` run."""
-    allowed = settings.allowed_commands
-    if allowed is not None and not (
-        program_allowed(settings.claude_bin, allowed)
-        or program_allowed(os.path.basename(settings.claude_bin), allowed)
-    ):
-        raise ProtocolError(
-            ErrorCode.COMMAND_NOT_ALLOWED,
-            f"the claude binary {settings.claude_bin!r} is not in allowed_commands",
-        )
-    check_env(params.env, allowed)  # the same env tricks would steer the allowed claude
+    cwd = check_cwd(params.cwd)
+    run = claude_run(params, settings, cwd)  # the allow-list: policy.py
     hook = settings.hooks.uuid_verification
     expected = str(uuid.uuid4()) if hook.enabled else None
     prompt = params.prompt + UUID_INSTRUCTION.format(uuid=expected) if expected else None
-    argv = build_argv(params, settings.claude_bin, prompt)
-    env = build_env(os.environ, params.env, settings.strip_anthropic_api_key)
+    checked = params.model_copy(update={"mcp_config": run.mcp_config})
+    argv = build_argv(checked, run.claude_bin, prompt, run.flags)
+    env = without_service_secrets(
+        build_env(os.environ, params.env, settings.strip_anthropic_api_key)
+    )
     _check_exec_limits(argv, env)
+    gate = RateLimitGate(RateLimits.of(settings), account_of(env))
     extra: dict[str, Any] = {"prompt": params.prompt, **request_of(params)}
     if params.model:
         extra["requested_model"] = params.model
@@ -150,14 +167,25 @@ def claude_spec(params: ExecuteClaudeParams, settings: Settings) -> TaskSpec:
         command=argv,
         argv=argv,
         env=env,
-        cwd=check_cwd(params.cwd),
+        cwd=cwd,
         timeout=params.timeout,
         idle_timeout=params.idle_timeout,
         name=params.name,
         kind="claude",
-        observer=ClaudeObserver(expected, hook.fail_on_missing),
+        observer=ClaudeObserver(expected, hook.fail_on_missing, gate),
         extra=extra,
+        gate=gate,
     )
+
+
+def note_rate_limit(
+    gate: RateLimitGate, info: dict[str, Any] | None, extra: dict[str, Any]
+) -> None:
+    """Tell the account's table what a finished run said of its rate limit."""
+    if info is not None:
+        gate.limits.observe(gate.account, info)
+    if extra.get("error_kind") == "rate_limit":
+        gate.limits.rate_limited(gate.account, extra.get("reset_at"))
 
 
 def _check_exec_limits(argv: list[str], env: dict[str, str]) -> None:

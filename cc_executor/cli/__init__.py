@@ -6,15 +6,16 @@
     cc-executor claude "PROMPT"                    run a fresh Claude; the result goes to stdout
     cc-executor tasks | logs TASK [--follow] | pause|resume|cancel TASK
     cc-executor sessions list|create|send|status|logs|kill|coordinate|spawn-temp ...
+    cc-executor mcp install                        register the MCP server with Claude Code
+    cc-executor completion bash|zsh                a shell completion script
     cc-executor workspaces list | diff TASK | remove TASK    git worktrees of tasks, sessions
 
-Human-readable by default, `--json` for scripts. Exit codes: the task's own for `run`;
-1 when `status` finds no service; 2 for an error the service reported (`error: ...`);
-3 when the service cannot be reached; 130 after Ctrl-C (which cancels a started task).
+TASK is a task id, a unique prefix of one, or a task's name. Human-readable by default,
+`--json` for scripts (errors too, on stdout). Exit codes: `common.EXIT_CODES_HELP`.
 
 Modules: `common` (what every command shares: exit codes, errors, output, the connection),
-`options` (options generated from protocol models), `tasks`, `claude`, `sessions`,
-`workspaces`, `start`.
+`refs` (TASK arguments), `options` (options generated from protocol models), `tasks`,
+`table` (the task table), `claude`, `sessions`, `workspaces`, `start`, `mcp`, `completion`.
 """
 
 from __future__ import annotations
@@ -26,13 +27,18 @@ from collections.abc import Sequence
 from cc_executor import __version__
 from cc_executor.cli.claude import add_claude_command
 from cc_executor.cli.common import (
-    EXIT_SERVICE_ERROR,
+    EXIT_CODES_HELP,
+    EXIT_USAGE,
     TOKEN_HELP,
     URL_HELP,
+    CliParser,
     Command,
     exit_code_of,
     run_command,
+    ws_url,
 )
+from cc_executor.cli.completion import add_completion_command
+from cc_executor.cli.mcp import add_mcp_command
 from cc_executor.cli.sessions import add_sessions_parser
 from cc_executor.cli.start import add_start_command
 from cc_executor.cli.tasks import add_task_commands
@@ -42,13 +48,13 @@ __all__ = ["build_parser", "exit_code_of", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CliParser(
         prog="cc-executor",
         description="Run commands and fresh Claude instances on the cc-executor service.",
-        epilog="Exit codes: 2 = the service reported an error, 3 = service unreachable.",
+        epilog=EXIT_CODES_HELP.capitalize(),
     )
     parser.add_argument("--version", action="version", version=f"cc-executor {__version__}")
-    parser.add_argument("--url", help=URL_HELP)
+    parser.add_argument("--url", type=ws_url, help=URL_HELP)
     parser.add_argument("--token", help=TOKEN_HELP)
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
     add_start_command(sub)
@@ -56,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_claude_command(sub)
     add_sessions_parser(sub)
     add_workspaces_parser(sub)
+    add_mcp_command(sub)
+    add_completion_command(sub, parser)
     return parser
 
 
@@ -64,9 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.subcommand is None:
         parser.print_help(sys.stderr)
-        return EXIT_SERVICE_ERROR
-    if args.subcommand == "start":
-        code: int = args.start(args)
+        return EXIT_USAGE
+    if getattr(args, "sync", None) is not None:  # start, mcp, completion: no connection
+        code: int = args.sync(args)
         return code
     command: Command = args.func
     return run_command(command, args)

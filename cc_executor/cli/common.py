@@ -16,34 +16,49 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
+from typing import Any, NoReturn
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
 from cc_executor.client import ExecutorClient, ExecutorConnectionError
 from cc_executor.config import Settings
-from cc_executor.protocol import Action, ProtocolError, TaskStatus
+from cc_executor.protocol import Action, ErrorCode, ProtocolError, TaskStatus
 
-EXIT_NOT_COMPLETED = 1  # the task, turn or coordination did not complete
-EXIT_SERVICE_ERROR = 2  # the service reported an error (also: bad usage)
+EXIT_NOT_COMPLETED = 1  # the task, turn or coordination did not complete; `status`: not running
+EXIT_USAGE = 2  # a bad option or argument (argparse's own code), an unknown or ambiguous TASK
 EXIT_UNREACHABLE = 3  # the service cannot be reached
+EXIT_AUTH = 4  # the service refused the token
+EXIT_SERVICE_ERROR = 5  # the service reported an error (task not found, wrong state, ...)
 EXIT_TIMED_OUT = 124  # as coreutils `timeout`
+EXIT_CANNOT_EXECUTE = 126  # as a shell: the program exists but cannot be executed
+EXIT_NOT_FOUND = 127  # as a shell: no such program
 EXIT_INTERRUPTED = 128 + signal.SIGINT
+
+EXIT_CODES_HELP = (
+    "exit codes: 0 ok; 1 the task did not complete (status: no service); 2 bad usage; "
+    "3 service unreachable; 4 token refused; 5 the service reported an error. "
+    "run and sessions spawn-temp exit with the command's own code instead: 124 timed out, "
+    "126 cannot execute, 127 program not found, 128+N killed by signal N; "
+    "130 after Ctrl-C (which cancels the task)."
+)
 
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
 
 class CliError(Exception):
-    """Ends the command with a message on stderr and an exit code."""
+    """Ends the command with a message (stderr, or JSON on stdout with --json) and a code."""
 
-    def __init__(self, code: int, message: str) -> None:
+    def __init__(self, code: int, message: str, hint: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.hint = hint
 
 
 def exit_code_of(done: dict[str, Any]) -> int:
-    """The shell exit code of a final task: its own, 128+signal, 124 for a timeout, else 1."""
+    """The shell exit code of a final task: its own, 128+signal, 124 for a timeout, 127 for
+    a program that does not exist and 126 for one that cannot run (as a shell), else 1."""
     status = done.get("status")
     if status == TaskStatus.COMPLETED:
         return 0
@@ -54,6 +69,11 @@ def exit_code_of(done: dict[str, Any]) -> int:
     code = done.get("exit_code")
     if isinstance(code, int) and code != 0:
         return code
+    spawn = str(done.get("spawn_error") or done.get("error") or "")
+    if "FileNotFoundError" in spawn or "No such file" in spawn:
+        return EXIT_NOT_FOUND
+    if "PermissionError" in spawn or "Permission denied" in spawn:
+        return EXIT_CANNOT_EXECUTE
     return EXIT_NOT_COMPLETED
 
 
@@ -105,19 +125,68 @@ def fmt_bytes(n: int) -> str:
 
 # --------------------------------------------------------------------------- parsers
 
-URL_HELP = "service WebSocket URL (default from settings: ws://HOST:PORT/ws)"
-TOKEN_HELP = (
-    "auth token (default: CC_EXECUTOR_AUTH_TOKEN or the data dir's token file); "
-    "write --token=T when T starts with -"
+URL_HELP = (
+    "the service's URL: ws://HOST:PORT/ws (http://HOST:PORT and HOST:PORT work too; "
+    "default from the settings, CC_EXECUTOR_HOST and CC_EXECUTOR_PORT)"
 )
+TOKEN_HELP = (
+    "auth token (default: CC_EXECUTOR_AUTH_TOKEN, else the token file in the data dir, "
+    "CC_EXECUTOR_DATA_DIR); write --token=T when T starts with -"
+)
+
+
+class CliParser(argparse.ArgumentParser):
+    """argparse, but a usage error of a `--json` command is JSON on stdout, like any error."""
+
+    def error(self, message: str) -> NoReturn:
+        if "--json" in sys.argv[1:]:
+            print_error(EXIT_USAGE, f"{self.prog}: {message}", f"see {self.prog} --help")
+            raise SystemExit(EXIT_USAGE)
+        super().error(message)
+
+
+def ws_url(value: str) -> str:
+    """An argparse type: the service's WebSocket URL, from what a user may type for it."""
+    text = value.strip()
+    if "://" not in text:
+        text = "ws://" + text
+    parts = urlsplit(text)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    try:
+        port_ok = parts.port is not None or scheme in ("ws", "wss")
+    except ValueError:
+        port_ok = False
+    if scheme not in ("ws", "wss") or not parts.hostname or not port_ok:
+        raise argparse.ArgumentTypeError(
+            f"want ws://HOST:PORT/ws (or http://HOST:PORT), got {value!r}"
+        )
+    return urlunsplit(
+        (
+            scheme,
+            parts.netloc,
+            parts.path if parts.path not in ("", "/") else "/ws",
+            parts.query,
+            "",
+        )
+    )
+
 
 CONNECTION = argparse.ArgumentParser(add_help=False)
 """`--url` and `--token` after a subcommand; SUPPRESS keeps a value given before it."""
-CONNECTION.add_argument("--url", default=argparse.SUPPRESS, help=URL_HELP)
+CONNECTION.add_argument("--url", type=ws_url, default=argparse.SUPPRESS, help=URL_HELP)
 CONNECTION.add_argument("--token", default=argparse.SUPPRESS, help=TOKEN_HELP)
 
-AS_JSON = argparse.ArgumentParser(add_help=False)
-AS_JSON.add_argument("--json", action="store_true", help="machine-readable JSON output")
+
+def json_option(
+    text: str = "machine-readable JSON on stdout (errors too)",
+) -> argparse.ArgumentParser:
+    """A parent parser with `--json`, described as the command means it."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--json", action="store_true", help=text)
+    return parent
+
+
+AS_JSON = json_option()
 
 COMMON = [CONNECTION, AS_JSON]
 """The parents of every command that talks to the service."""
@@ -134,6 +203,54 @@ def positive(value: str) -> float:
     return f
 
 
+positive.__name__ = "seconds"  # argparse names the type in some messages
+
+
+def count(value: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return n
+
+
+# --------------------------------------------------------------------------- errors
+
+ERROR_HINTS: dict[int, str] = {
+    ErrorCode.TASK_NOT_FOUND: "`cc-executor tasks --all` lists the tasks",
+    ErrorCode.SESSION_NOT_FOUND: "`cc-executor sessions list --all` lists the sessions",
+    ErrorCode.COMMAND_NOT_ALLOWED: "the service's allowed_commands setting decides what may run",
+    ErrorCode.CAPACITY_EXCEEDED: "wait for tasks to end, or raise max_queued_tasks",
+    ErrorCode.RATE_LIMITED: "wait a minute, or raise max_tasks_per_minute_per_connection",
+}
+"""What to do about a service error, by its code."""
+
+
+def print_error(exit_code: int, message: str, hint: str | None = None, **more: Any) -> None:
+    """One error as a `--json` command reports it: an object on stdout."""
+    doc: dict[str, Any] = {"message": message.removeprefix("error: "), "exit_code": exit_code}
+    if hint:
+        doc["hint"] = hint
+    doc.update({k: v for k, v in more.items() if v is not None})
+    print_json({"error": doc})
+
+
+def report(
+    args: argparse.Namespace, exit_code: int, message: str, hint: str | None, **more: Any
+) -> int:
+    """Say what went wrong (stderr, or JSON on stdout with --json); returns `exit_code`."""
+    if getattr(args, "json", False):
+        print_error(exit_code, message, hint, **more)
+    else:
+        err(message)
+        if hint:
+            err(f"hint: {hint}")
+    return exit_code
+
+
 # --------------------------------------------------------------------------- connection
 
 
@@ -141,13 +258,34 @@ def settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        raise CliError(EXIT_SERVICE_ERROR, f"error: invalid cc-executor settings: {exc}") from None
+        problems = "; ".join(
+            f"CC_EXECUTOR_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise CliError(EXIT_USAGE, f"error: invalid cc-executor settings: {problems}") from None
 
 
-def unreachable(url: str) -> str:
-    return (
-        f"error: cannot reach the service at {url} "
-        "(is it running? start it with `cc-executor start`)"
+def unreachable(url: str) -> CliError:
+    return CliError(
+        EXIT_UNREACHABLE,
+        f"error: cannot reach the service at {url}",
+        "is it running? start it with `cc-executor start`, or give its address with --url",
+    )
+
+
+def token_refused(url: str, given: bool) -> CliError:
+    where = settings()
+    if given:
+        source = "--token"
+    elif where.auth_token:
+        source = "CC_EXECUTOR_AUTH_TOKEN"
+    else:
+        source = f"the token file {where.token_file} (the data dir: CC_EXECUTOR_DATA_DIR)"
+    return CliError(
+        EXIT_AUTH,
+        f"error: the service at {url} refused the token",
+        f"the token came from {source}; give the service's own (its data dir's token file, "
+        "which `cc-executor start` prints) with --token or CC_EXECUTOR_DATA_DIR",
     )
 
 
@@ -160,14 +298,10 @@ async def connected(args: argparse.Namespace) -> AsyncIterator[ExecutorClient]:
         await client.connect()
     except ExecutorConnectionError as exc:
         if isinstance(exc.__cause__, OSError | TimeoutError):
-            raise CliError(EXIT_UNREACHABLE, unreachable(client.url)) from None
-        msg = f"error: {exc}"
-        if "HTTP 401" in msg:
-            msg += (
-                "\n(wrong or missing token: pass --token, set CC_EXECUTOR_AUTH_TOKEN, or point "
-                "CC_EXECUTOR_DATA_DIR at the service's data directory)"
-            )
-        raise CliError(EXIT_UNREACHABLE, msg) from None
+            raise unreachable(client.url) from None
+        if "HTTP 401" in str(exc):
+            raise token_refused(client.url, bool(token)) from None
+        raise CliError(EXIT_UNREACHABLE, f"error: {exc}") from None
     try:
         yield client
     except ExecutorConnectionError as exc:
@@ -244,18 +378,17 @@ def run_command(command: Command, args: argparse.Namespace) -> int:
     try:
         return asyncio.run(command(args))
     except CliError as exc:
-        err(exc.message)
-        return exc.code
+        return report(args, exc.code, exc.message, exc.hint)
     except ProtocolError as exc:
         msg = f"error: {exc.message}"
-        if exc.data is not None:
-            detail = exc.data if isinstance(exc.data, str) else json.dumps(exc.data, default=str)
+        data = exc.data
+        if data is not None and not getattr(args, "json", False):
+            detail = data if isinstance(data, str) else json.dumps(data, default=str)
             msg += f"\n  {detail}"
-        err(msg)
-        return EXIT_SERVICE_ERROR
+        hint = ERROR_HINTS.get(exc.code)
+        return report(args, EXIT_SERVICE_ERROR, msg, hint, code=exc.code, data=data)
     except ExecutorConnectionError as exc:
-        err(f"error: {exc}")
-        return EXIT_UNREACHABLE
+        return report(args, EXIT_UNREACHABLE, f"error: {exc}", None)
     except (KeyboardInterrupt, asyncio.CancelledError):
         return EXIT_INTERRUPTED
     except BrokenPipeError:

@@ -10,9 +10,10 @@
 SESSION is a session id or the name of an active session. Every command is one
 `session.*` call through `ExecutorClient.call` (see docs/sessions.md). Human-readable by
 default, `--json` for scripts. Exit 0 on success; 1 when a waited-for turn, coordination or
-temp run did not complete; service errors and an unreachable service end as
-`common.run_command` reports them (2 and 3). `sessions create` takes its Claude options
-from `ClaudeOptions` and the rest from `SessionCreateParams` (cli/options.py).
+Claude temp run did not complete; `spawn-temp --command` exits with the command's code
+(124 on timeout, 127 if not found); service errors and an unreachable service end as
+`common.run_command` reports them (`common.EXIT_CODES_HELP`). `sessions create` takes its
+Claude options from `ClaudeOptions` and the rest from `SessionCreateParams` (cli/options.py).
 
 Wiring: `add_sessions_parser(sub)` in `cli.build_parser`; the parser's `func` connects and
 runs `run_sessions_command(args, client)`.
@@ -34,6 +35,7 @@ from cc_executor.cli.common import (
     EXIT_SERVICE_ERROR,
     connected,
     err,
+    exit_code_of,
     one_line,
     out,
     positive,
@@ -293,7 +295,11 @@ async def _cmd_spawn_temp(args: argparse.Namespace, client: ExecutorClient) -> i
         if res.get("stderr"):
             sys.stderr.write(res["stderr"])
         err(f"temp session {res['session_id']}: {res['status']} (task {res['task_id']})")
-    return 0 if res["status"] == TaskStatus.COMPLETED else EXIT_NOT_COMPLETED
+        if res["status"] != TaskStatus.COMPLETED and res.get("error"):
+            err(f"error: {res['error']}")
+    if res["kind"] == "claude":
+        return 0 if res["status"] == TaskStatus.COMPLETED else EXIT_NOT_COMPLETED
+    return exit_code_of(res)  # the command's own code, as `run` exits
 
 
 # --------------------------------------------------------------------------- entry points

@@ -15,8 +15,9 @@ import argparse
 import sys
 from typing import Any
 
-from cc_executor.cli.common import COMMON, EXIT_SERVICE_ERROR, CliError, connected, out, print_json
-from cc_executor.client import output_bytes
+from cc_executor.cli.common import COMMON, EXIT_USAGE, CliError, connected, out, print_json
+from cc_executor.cli.refs import TASK_HELP, resolve_task
+from cc_executor.client import ExecutorClient, output_bytes
 from cc_executor.protocol import Method
 
 _PAGE = 4 * 1024 * 1024
@@ -24,8 +25,15 @@ _PAGE = 4 * 1024 * 1024
 
 def _owner(args: argparse.Namespace) -> dict[str, Any]:
     if (args.task is None) == (args.session is None):
-        raise CliError(EXIT_SERVICE_ERROR, "error: give a TASK or --session SESSION (one)")
+        raise CliError(EXIT_USAGE, "error: give a TASK or --session SESSION (one)")
     return {"task_id": args.task} if args.task is not None else {"session_id": args.session}
+
+
+async def _resolved(client: ExecutorClient, owner: dict[str, Any]) -> dict[str, Any]:
+    """TASK by a unique id prefix or a name too (faces: cli/refs.py)."""
+    if "task_id" in owner:
+        return {"task_id": await resolve_task(client, owner["task_id"])}
+    return owner
 
 
 def _changes(w: dict[str, Any]) -> str:
@@ -68,6 +76,7 @@ async def _cmd_list(args: argparse.Namespace) -> int:
 async def _cmd_diff(args: argparse.Namespace) -> int:
     owner = _owner(args)
     async with connected(args) as client:
+        owner = await _resolved(client, owner)
         offset = 0
         while True:
             page = await client.call(
@@ -85,8 +94,9 @@ async def _cmd_diff(args: argparse.Namespace) -> int:
 
 
 async def _cmd_remove(args: argparse.Namespace) -> int:
-    params = {**_owner(args), "delete_branch": args.delete_branch}
+    owner = _owner(args)
     async with connected(args) as client:
+        params = {**await _resolved(client, owner), "delete_branch": args.delete_branch}
         res = await client.call(Method.WORKSPACE_REMOVE, params)
     if args.json:
         print_json(res)
@@ -118,7 +128,7 @@ def add_workspaces_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         ("remove", "remove the worktree of an ended task or session", _cmd_remove),
     ):
         p = sub.add_parser(name, parents=COMMON, help=help_text)
-        p.add_argument("task", metavar="TASK", nargs="?", help="a task id")
+        p.add_argument("task", metavar="TASK", nargs="?", help=TASK_HELP)
         p.add_argument("--session", metavar="SESSION", help="a session id or name")
         if name == "remove":
             p.add_argument(

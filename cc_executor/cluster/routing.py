@@ -132,9 +132,8 @@ class _Routes:
                 f"node: {node!r} is not a live node of this cluster",
                 {"node": node},
             )
-        conn.check_start_rate()
-        res: dict[str, Any] = await self.c.rpc.call(node, method, params)
-        conn.record_start()
+        with conn.start_slot():
+            res: dict[str, Any] = await self.c.rpc.call(node, method, params)
         sub = conn.subscriber
         if sub.hold_new_tasks:
             sub.hold(res["task_id"])  # its events follow this reply

@@ -10,14 +10,18 @@ admits in its Origin check.
 
 from __future__ import annotations
 
+import base64
 import functools
 import ipaddress
 import json
+from collections.abc import Sequence
 from http import HTTPStatus
 from importlib import resources
+from typing import Any
 
 from websockets.datastructures import Headers
 from websockets.http11 import Response
+from websockets.typing import Subprotocol
 
 from cc_executor.protocol import protocol_description
 
@@ -29,18 +33,39 @@ CSP = (
 )
 
 # URL path -> (file in this package, content type)
+MODULES = (
+    "app.js",
+    "rpc.js",
+    "format.js",
+    "tasks.js",
+    "detail.js",
+    "logview.js",
+    "ansi.js",
+    "transcript.js",
+    "sessions.js",
+    "workspace.js",
+)
+"""The page's JavaScript modules (`<script type="module">`, imported by app.js)."""
+
 ASSETS: dict[str, tuple[str, str]] = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/index.html": ("index.html", "text/html; charset=utf-8"),
-    "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
-    "/static/workspace.js": ("workspace.js", "text/javascript; charset=utf-8"),
     "/static/style.css": ("style.css", "text/css; charset=utf-8"),
+    **{f"/static/{m}": (m, "text/javascript; charset=utf-8") for m in MODULES},
 }
 
 PROTOCOL_PATH = "/protocol.json"
 """The protocol's names as JSON (no token needed: they are no secret, docs/protocol.md)."""
 
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+SUBPROTOCOL = "cc-executor"
+"""The WebSocket subprotocol the page asks for, and the service selects."""
+
+TOKEN_SUBPROTOCOL_PREFIX = "cc-executor.token."
+"""The page sends its token as one more offered subprotocol, `cc-executor.token.<base64url>`:
+a browser cannot set an Authorization header on a WebSocket, and a token in the URL's query
+would show in the browser console whenever a connection fails."""
 
 
 @functools.cache
@@ -50,7 +75,12 @@ def _read(name: str) -> bytes:
 
 @functools.cache
 def _protocol_json() -> bytes:
-    return json.dumps(protocol_description(), indent=1).encode()
+    doc = protocol_description()
+    doc["dashboard"] = {
+        "subprotocol": SUBPROTOCOL,
+        "token_subprotocol_prefix": TOKEN_SUBPROTOCOL_PREFIX,
+    }
+    return json.dumps(doc, indent=1).encode()
 
 
 def asset_response(path: str) -> Response | None:
@@ -78,6 +108,25 @@ def asset_response(path: str) -> Response | None:
         ]
     )
     return Response(HTTPStatus.OK.value, HTTPStatus.OK.phrase, headers, body)
+
+
+def token_from_subprotocols(values: list[str]) -> str | None:
+    """The token offered in `Sec-WebSocket-Protocol` header values, if any."""
+    for value in values:
+        for offered in value.split(","):
+            offered = offered.strip()
+            if offered.startswith(TOKEN_SUBPROTOCOL_PREFIX):
+                encoded = offered[len(TOKEN_SUBPROTOCOL_PREFIX) :]
+                try:
+                    return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+                except (ValueError, UnicodeDecodeError):
+                    return None
+    return None
+
+
+def select_subprotocol(connection: Any, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+    """websockets' `select_subprotocol`: the page's own when offered (never the token's)."""
+    return Subprotocol(SUBPROTOCOL) if SUBPROTOCOL in offered else None
 
 
 def own_origins(host: str, port: int) -> frozenset[str]:

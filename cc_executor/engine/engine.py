@@ -15,21 +15,22 @@ import signal
 import subprocess
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Coroutine, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from cc_executor import __version__
 from cc_executor.config import Settings
-from cc_executor.engine import datadir, process
+from cc_executor.engine import datadir, listing, process  # faces: listing (status filters)
 from cc_executor.engine.bus import EventBus, LocalEventBus
 from cc_executor.engine.control import GroupControl
 from cc_executor.engine.events import Subscriber, output_event
 from cc_executor.engine.journal import TASK_ENV, SpawnJournal
 from cc_executor.engine.lifecycle import transition
+from cc_executor.engine.listing import TaskPage  # faces
 from cc_executor.engine.output import LogWriter, OutputLog, OutputSink
 from cc_executor.engine.queue import Admission, LocalTaskQueue, TaskQueue
+from cc_executor.engine.recent import RecentRecords
 from cc_executor.engine.records import TaskRecord, new_task_id
 from cc_executor.engine.recovery import recover
 from cc_executor.engine.serving import OutputServing
@@ -39,6 +40,7 @@ from cc_executor.protocol import (
     ErrorCode,
     Notification,
     ProtocolError,
+    StatusParams,  # faces
     Stream,
     TaskStatus,
 )
@@ -81,7 +83,7 @@ class Engine(GroupControl, OutputServing):
         self.bus: EventBus = LocalEventBus() if bus is None else bus
         self.log_dir = settings.log_dir
         self._live: dict[str, RunningTask] = {}
-        self._recent: OrderedDict[str, TaskRecord] = OrderedDict()
+        self._recent = RecentRecords(settings.recent_tasks_bytes, _RECENT_LIMIT)  # harden: bytes
         self._journal = SpawnJournal(settings.data_dir / "spawned.jsonl")
         from cc_executor.hooks import HookRunner
         from cc_executor.workspaces import Workspaces
@@ -164,7 +166,10 @@ class Engine(GroupControl, OutputServing):
         for task in live:
             self._terminate(task, TaskStatus.CANCELLED, "service shutting down")
         if live:
-            await asyncio.wait([t.done for t in live], timeout=self.settings.kill_grace_seconds + 3)
+            # harden: the group's grace, then its escapees' (process.end_tagged)
+            await asyncio.wait(
+                [t.done for t in live], timeout=2 * self.settings.kill_grace_seconds + 3
+            )
         for task in live:
             if task.record.pgid is not None:
                 process.kill_group_now(task.record.pgid)
@@ -210,6 +215,12 @@ class Engine(GroupControl, OutputServing):
         for rid, task in self._live.items():
             by_id[rid] = task.current_record()
         return sorted(by_id.values(), key=lambda r: r.created_at, reverse=True)[:limit]
+
+    async def page(self, query: StatusParams) -> TaskPage:
+        """One page of the filtered task list (faces: the filtering is engine/listing.py)."""
+        by_id = {r.task_id: r for r in await self.store.list(listing.SCAN_LIMIT)}
+        by_id.update((rid, t.current_record()) for rid, t in self._live.items())
+        return listing.select(by_id.values(), query)
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -267,6 +278,12 @@ class Engine(GroupControl, OutputServing):
                 subscriber.hold(record.task_id)  # released once the caller has the reply
             task.subscribers.add(subscriber)
         self._live[record.task_id] = task
+        held = spec.gate.holds() if spec.gate is not None else None  # issue 16
+        if held is not None:  # issue 16: queued outside the queue until the gate opens
+            record.extra.update(held)
+            self.store.save(record)
+            self._in_background(self._admit_after_gate(task))
+            return record
         admission = await self.queue.admit(task)
         if admission is Admission.START:
             await self._to_the_end(self._start_guarded(task))
@@ -285,6 +302,25 @@ class Engine(GroupControl, OutputServing):
         self._live[record.task_id] = task
         await self._to_the_end(self._start_guarded(task))
 
+    async def _admit_after_gate(self, task: RunningTask) -> None:
+        """Issue 16: wait for the task's gate, then queue it like any new task."""
+        assert task.spec.gate is not None
+        opened = asyncio.ensure_future(task.spec.gate.wait())
+        either: list[asyncio.Future[Any]] = [opened, task.done]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        opened.cancel()  # a CANCEL (or the engine closing) ended it while held
+        for key in ("waiting_for", "until", "account"):
+            task.record.extra.pop(key, None)
+        if task.final_status is not None or self._closing:
+            return  # cancelled while held
+        admission = await self.queue.admit(task)
+        if admission is Admission.START:
+            await self._start_guarded(task)
+        elif admission is Admission.WAIT:
+            self.store.save(task.record)
+        else:  # the shared queue has it now
+            self._live.pop(task.task_id, None)
+
     async def _start(self, task: RunningTask) -> None:
         rec = task.record
         loop = asyncio.get_running_loop()
@@ -292,7 +328,9 @@ class Engine(GroupControl, OutputServing):
             task.streams[stream] = OutputLog(self.log_path(rec.task_id, stream), self.writer)
         self._journal.append(rec)  # before the spawn too: see engine/journal.py
         try:
-            proc = process.spawn(rec.argv, rec.cwd, {**task.spec.env, TASK_ENV: rec.task_id})
+            stdin = subprocess.PIPE if task.spec.stdin_pipe else subprocess.DEVNULL  # issue 16
+            env = {**task.spec.env, TASK_ENV: rec.task_id}
+            proc = process.spawn(rec.argv, rec.cwd, env, stdin=stdin)
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
             self.counters["spawn_failures"] += 1
             rec.error = f"spawn failed: {exc}"
@@ -438,6 +476,9 @@ class Engine(GroupControl, OutputServing):
             process.signal_group(rec.pgid, signal.SIGCONT)
             process.kill_group_now(rec.pgid)
             task.group_signalled = True
+        # harden: and what left the group (it may hold the pipes); _complete waits for it
+        grace = self.settings.kill_grace_seconds
+        self._in_background(process.end_tagged(rec.task_id, grace, after=_spawned(rec)))
         if task.open_pipes > 0:
             # Normally EOF follows at once; a process that escaped the group may hold a pipe.
             loop = asyncio.get_running_loop()
@@ -463,6 +504,9 @@ class Engine(GroupControl, OutputServing):
             if not await process.wait_group_gone(rec.pgid):
                 process.kill_group_now(rec.pgid)
                 await process.wait_group_gone(rec.pgid)
+        if rec.pid is not None:  # harden: escapees (process.end_tagged)
+            grace = self.settings.kill_grace_seconds
+            await process.end_tagged(rec.task_id, grace, after=_spawned(rec))
         for stream, out in task.streams.items():
             out.finish()
             # Final means every byte is in the log file: a reader of the file, or of
@@ -498,9 +542,7 @@ class Engine(GroupControl, OutputServing):
         self.bus.publish(Notification.COMPLETED, params)
         self._live.pop(rec.task_id, None)
         self._journal.maybe_compact(t.record for t in self._live.values())
-        self._recent[rec.task_id] = rec
-        while len(self._recent) > _RECENT_LIMIT:
-            self._recent.popitem(last=False)
+        self._recent[rec.task_id] = rec  # harden: evicts by bytes and count (engine/recent.py)
         if not task.done.done():
             task.done.set_result(rec)
         self.queue.release()
@@ -556,3 +598,10 @@ def command_env(extra: dict[str, str] | None) -> dict[str, str]:
     if extra:
         env.update(extra)
     return env
+
+
+def _spawned(rec: TaskRecord) -> tuple[int, float] | None:
+    """harden: the leader's pid and spawn time (process.end_tagged looks at later pids)."""
+    if rec.pid is None or rec.started_at is None:
+        return None
+    return rec.pid, rec.started_at

@@ -39,7 +39,7 @@ from cc_executor.engine.store import record_to_row, row_to_record
 log = logging.getLogger(__name__)
 
 _COMPACT_MIN = 1024  # entries before a rewrite is considered
-TASK_ENV = "CC_EXECUTOR_TASK_ID"
+TASK_ENV = process.TASK_ENV
 _HELPER = b'{"helper":'  # how a helper line starts; a task line starts with {"task_id":
 _HELPER_ENDED = b'{"helper_ended":'
 

@@ -5,6 +5,13 @@ also its process group id and every descendant that does not call setsid itself 
 that group: one `killpg` reaches the whole tree. `run_to_end` runs a helper child (a hook)
 to its end under a time limit the way the engine ends a task: TERM, KILL after the grace
 period, and back only once the group is gone.
+
+A descendant can leave the group (`setsid`, `set -m`, `start_new_session=True`, a daemon's
+double fork). It still carries its tag, `CC_EXECUTOR_TASK_ID=<task id>` (`<task id>.<hook>`
+for a hook's children) in its environment: `end_tagged` ends every process that carries a
+tag once its task or hook is over, TERM then KILL as for the group. In the service, a child
+subreaper (engine/reaper.py), these escapees are found among the service's own orphans;
+elsewhere, in the whole of /proc.
 """
 
 from __future__ import annotations
@@ -14,16 +21,23 @@ import contextlib
 import fcntl
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from cc_executor.engine import reaper
+
 log = logging.getLogger(__name__)
+
+TASK_ENV = "CC_EXECUTOR_TASK_ID"
+"""Every child's tag: the task (or `<task>.<hook>`) it belongs to, inherited by its descendants."""
 
 _PROC = Path("/proc")
 HAVE_PROC = _PROC.is_dir() and sys.platform.startswith("linux")
@@ -47,16 +61,21 @@ def spawn(
     output to others). Raises OSError (FileNotFoundError, PermissionError,
     NotADirectoryError ...) when the program or the working directory cannot be used.
     """
-    proc = subprocess.Popen(
-        list(argv),
-        stdin=stdin,
-        stdout=stdout,
-        stderr=stderr,
-        cwd=cwd,
-        env=dict(env),
-        start_new_session=True,
-        close_fds=True,
-    )
+    with reaper.spawning() as tracked:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            cwd=cwd,
+            env=dict(env),
+            start_new_session=True,
+            close_fds=True,
+        )
+        tracked[proc.pid] = proc
+    tag = env.get(TASK_ENV)
+    if tag:
+        _tags[proc] = tag
     if _F_SETPIPE_SZ is not None and proc.stdout is not None:
         # A 1 MiB pipe lets each read take 256 KiB instead of the default 64 KiB:
         # a quarter of the wake-ups and notifications for a chatty child.
@@ -67,6 +86,7 @@ def spawn(
 
 PIPE_BYTES = 1024 * 1024
 _F_SETPIPE_SZ: int | None = getattr(fcntl, "F_SETPIPE_SZ", 1031 if HAVE_PROC else None)
+_tags: weakref.WeakKeyDictionary[subprocess.Popen[bytes], str] = weakref.WeakKeyDictionary()
 
 
 def _read_stat(pid: int | str) -> bytes | None:
@@ -267,6 +287,7 @@ async def run_to_end(proc: subprocess.Popen[bytes], timeout: float | None, grace
     reaped and every member of the group is gone.
     """
     pgid = proc.pid
+    spawned = (proc.pid, time.time())
     leader_exited = exited(proc)
     timed_out = False
     try:
@@ -285,4 +306,161 @@ async def run_to_end(proc: subprocess.Popen[bytes], timeout: float | None, grace
             kill_group_now(pgid)
             if not await wait_group_gone(pgid):
                 log.warning("process group %d of pid %d outlived SIGKILL", pgid, proc.pid)
+        tag = _tags.get(proc)
+        if tag is not None:
+            await end_tagged(tag, grace, exact=True, after=spawned)  # what left the group
     return timed_out
+
+
+# ------------------------------------------------------------------ escapees
+
+
+def tag_of(pid: int) -> str | None:
+    """The `CC_EXECUTOR_TASK_ID` a process was started with (None: none, or unreadable)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    prefix = TASK_ENV.encode() + b"="
+    for entry in raw.split(b"\0"):
+        if entry.startswith(prefix):
+            return entry[len(prefix) :].decode(errors="replace")
+    return None
+
+
+def _matches(tag: str | None, wanted: frozenset[str], exact: bool) -> bool:
+    if tag is None:
+        return False
+    return tag in wanted or (not exact and tag.split(".", 1)[0] in wanted)
+
+
+def tagged_processes(
+    tags: str | Iterable[str],
+    *,
+    exact: bool = False,
+    everywhere: bool = False,
+    after: tuple[int, float] | None = None,
+) -> set[int]:
+    """Live processes that carry one of these tags and are not a group leader we wait for.
+
+    Not `exact`: a task id also matches its hooks' tags (`<task id>.<hook>`). A subreaper
+    looks among its orphans and their descendants (an orphan that carries the tag takes
+    its whole subtree along, whatever their environments say now); `everywhere` (and any
+    process that is not a subreaper) scans /proc: with `after` (the leader's pid and
+    spawn time), only the pids given out since, if that can be told (`_pids_since`).
+    """
+    wanted = frozenset([tags] if isinstance(tags, str) else tags)
+    if not wanted or not HAVE_PROC:
+        return set()
+    found: set[int] = set()
+    if reaper.collects_orphans() and not everywhere:
+        todo = [(pid, False) for pid in reaper.orphans()]
+        while todo:
+            pid, inherited = todo.pop()
+            hit = inherited or _matches(tag_of(pid), wanted, exact)
+            if hit and _alive(pid):
+                found.add(pid)
+            todo.extend((child, hit) for child in reaper.children(pid))
+        return found
+    me = os.getpid()
+    since = _pids_since(after)
+    for entry in os.scandir(_PROC):
+        if entry.name.isdigit() and int(entry.name) != me:
+            pid = int(entry.name)
+            if since is not None and not since[0] < pid <= since[1]:
+                continue
+            if _matches(tag_of(pid), wanted, exact) and _alive(pid) and not reaper.is_tracked(pid):
+                found.add(pid)
+    return found
+
+
+_RECENT_SPAWN_S = 1.0
+
+
+def _pids_since(after: tuple[int, float] | None) -> tuple[int, int] | None:
+    """The pids given out since a spawn, as (leader, last], when that is certain: pids are
+    handed out in increasing order until they wrap at pid_max, so a process started
+    later has a higher pid, unless the counter wrapped (the last pid given out is lower
+    than the leader's) or may have wrapped all the way round (more than a second ago).
+    None: every pid is a candidate. Spares most of the /proc reads when tasks are short."""
+    if after is None or time.time() - after[1] > _RECENT_SPAWN_S:
+        return None
+    try:
+        with open("/proc/sys/kernel/ns_last_pid", "rb") as f:
+            last = int(f.read())
+    except (OSError, ValueError):
+        return None
+    return (after[0], last) if last >= after[0] else None
+
+
+def _alive(pid: int) -> bool:
+    raw = _read_stat(pid)
+    return raw is not None and _stat_fields(raw)[0] not in (b"Z", b"X")
+
+
+async def end_tagged(
+    tags: str | Iterable[str],
+    grace: float,
+    *,
+    exact: bool = False,
+    everywhere: bool = False,
+    after: tuple[int, float] | None = None,
+) -> int:
+    """End every process that carries one of these tags (see `tagged_processes`): SIGTERM
+    (and SIGCONT, so a stopped one gets it), SIGKILL to what is left after `grace`, and
+    return, with how many there were, once they are all gone. What they fork meanwhile is
+    found by the next scan."""
+    ended = 0
+    deadline = time.monotonic() + grace
+    for _ in range(8):
+        pids = tagged_processes(tags, exact=exact, everywhere=everywhere, after=after)
+        if not pids:
+            break
+        ended += len(pids)
+        kill = time.monotonic() >= deadline
+        fds = _signal_each(pids, signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            if not kill and not await _wait_exited(fds, deadline):
+                _signal_fds(fds, signal.SIGKILL)
+            if not await _wait_exited(fds, time.monotonic() + 2.0):
+                log.warning("tagged processes outlived SIGKILL: %s", sorted(fds))
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+    return ended
+
+
+def _signal_each(pids: Iterable[int], sig: int) -> dict[int, int]:
+    """A pidfd for each pid (so a pid reused meanwhile is never hit), signalled."""
+    fds: dict[int, int] = {}
+    for pid in pids:
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            continue
+        fds[pid] = fd
+    _signal_fds(fds, sig)
+    return fds
+
+
+def _signal_fds(fds: Mapping[int, int], sig: int) -> None:
+    for fd in fds.values():
+        for s in (sig, signal.SIGCONT) if sig != signal.SIGKILL else (sig,):
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(fd, s)
+
+
+async def _wait_exited(fds: Mapping[int, int], deadline: float) -> bool:
+    """Until every pidfd is readable (its process has exited), or the deadline."""
+    delay = 0.0005
+    while True:
+        poll = select.poll()
+        for fd in fds.values():
+            poll.register(fd, select.POLLIN)
+        if len(poll.poll(0)) == len(fds):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.02)

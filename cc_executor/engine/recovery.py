@@ -72,6 +72,10 @@ async def recover(
         spawned.node = node
         by_id[spawned.task_id] = spawned
     await recover_hooks(by_id)  # hooks the crash left running (hooks.py)
+    # What left the groups (setsid, daemons) outlived the crash too: it carries the tag.
+    escaped = await process.end_tagged(by_id, grace=0, everywhere=True)
+    if escaped:
+        log.warning("killed %d processes that had left the groups of lost tasks", escaped)
     lost = 0
     now = time.time()
     for rec in by_id.values():

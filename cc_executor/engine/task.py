@@ -26,6 +26,13 @@ class TaskObserver(Protocol):
 Hook = Callable[[TaskRecord], Awaitable[None]]
 
 
+class TaskGate(Protocol):
+    """Issue 16: what may keep a task queued before it is admitted (a rate-limit hold)."""
+
+    def holds(self) -> dict[str, Any] | None: ...  # why it waits now (shown on the record)
+    async def wait(self) -> None: ...
+
+
 @dataclass
 class TaskSpec:
     """What to run. `command` is what the caller asked for; `argv` is what is exec'd."""
@@ -40,6 +47,8 @@ class TaskSpec:
     kind: TaskKind = "command"
     observer: TaskObserver | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    stdin_pipe: bool = False  # issue 16: a hot session's claude reads its turns on stdin
+    gate: TaskGate | None = None  # issue 16: held queued until the gate opens
 
 
 class PipeReader(asyncio.Protocol):

@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from cc_executor.claude.retry import ClaudeRetries
 from cc_executor.config import Settings
 from cc_executor.engine import Engine, Event
 from cc_executor.protocol import (
@@ -74,7 +75,9 @@ class SessionManager:
             settings.data_dir / "sessions.sqlite3"
         )
         self._sessions: dict[str, Session] = {}
-        self.turns = TurnQueues(engine, settings, self.store, self._notify)
+        # Later attempts of Claude runs with `retries`: session turns and execute_claude
+        self.retries = ClaudeRetries(engine, settings)
+        self.turns = TurnQueues(engine, settings, self.store, self._notify, self.retries)
         self._closing = False
         self._started = False
 
@@ -114,6 +117,7 @@ class SessionManager:
             return
         self._closing = True
         await self.turns.stop()
+        await self.retries.stop()
         if self._started:
             await self.store.flush()
             await self.store.close()
@@ -234,6 +238,7 @@ class SessionManager:
             max_turns=max_turns,
             continuation_prompt=p.continuation_prompt,
             turn_timeout=p.turn_timeout,
+            hot=self.settings.hot_sessions if p.hot is None else p.hot,
         )
         spec_for(turn_params(s, "check", 1), self.settings)  # allow-list and argv, now
         if p.workspace == "worktree":  # one worktree for all its turns (docs/workspaces.md)

@@ -67,6 +67,7 @@ class Session:
     continuation_prompt: str = "continue"
     turn_timeout: float | None = None
     temp: bool = False
+    hot: bool = False  # its turns go to one live claude process (sessions/hot.py)
     status: SessionStatus = "idle"
     claude_session_id: str | None = None
     created_at: float = field(default_factory=time.time)
@@ -137,6 +138,10 @@ class Turn:
     error_kind: str | None = None
     cost_usd: float | None = None
     exit_code: int | None = None
+    attempts: int | None = None  # with retries: how many attempts it took (task_id the last)
+    hot: bool = False  # ran in the session's hot process: task_id is that process's task
+    output_from: int | None = None  # hot: the turn's slice of that task's stdout log
+    output_to: int | None = None
 
     @property
     def is_open(self) -> bool:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cc_executor.claude.retry import ClaudeRetries
 from cc_executor.config import Settings
 from cc_executor.engine import Engine, TaskRecord
 from cc_executor.protocol import (
@@ -28,6 +29,7 @@ from cc_executor.protocol import (
     ProtocolError,
     TaskStatus,
 )
+from cc_executor.sessions.hot import HotOutcome, HotSessions
 from cc_executor.sessions.records import (
     RESULT_PREVIEW_CHARS,
     TURN_QUEUED,
@@ -99,6 +101,17 @@ def apply_record(t: Turn, rec: TaskRecord) -> None:
     t.cost_usd = rec.extra.get("total_cost_usd")
 
 
+def apply_outcome(t: Turn, out: HotOutcome) -> None:
+    """Copy how a hot turn ended onto the turn."""
+    t.status = out.status
+    t.ended_at = time.time()
+    t.output_to = out.output_to
+    t.result = out.fields.get("result")
+    t.claude_session_id = out.fields.get("claude_session_id") or t.claude_session_id
+    t.error, t.error_kind = out.error, out.error_kind
+    t.cost_usd = out.fields.get("total_cost_usd")
+
+
 class TurnQueues:
     """Queues and runs the turns of every session on the Engine and records their ends.
 
@@ -111,12 +124,15 @@ class TurnQueues:
         settings: Settings,
         store: SessionStore,
         on_change: Callable[[Session], None],
+        retries: ClaudeRetries,
     ) -> None:
         self.engine = engine
         self.settings = settings
         self.store = store
         self._on_change = on_change
         self._queues: dict[str, SessionQueue] = {}
+        self.hot = HotSessions(engine, settings)
+        self.retries = retries
         self.closing = False
 
     # ------------------------------------------------------------------ what is queued
@@ -211,13 +227,17 @@ class TurnQueues:
             self._close_turn(q, p, TaskStatus.CANCELLED, "the session stopped before this turn ran")
             return
         t.resumed = s.claude_session_id if t.command is None else None
+        if s.hot and t.command is None and await self._run_hot_turn(q, p):
+            return
+        params = turn_params(s, t.prompt, t.turn) if t.command is None else None
         try:
             if t.command is not None:  # a temp session's plain command
-                params = ExecuteParams(command=t.command, cwd=s.run_dir, timeout=s.turn_timeout)
-                spec = spec_for(params, self.settings)
+                command = ExecuteParams(command=t.command, cwd=s.run_dir, timeout=s.turn_timeout)
+                spec = spec_for(command, self.settings)
                 spec.name = f"temp session {s.session_id}"
             else:
-                spec = spec_for(turn_params(s, t.prompt, t.turn), self.settings)
+                assert params is not None
+                spec = spec_for(params, self.settings)
             spec.extra.update({"session_id": s.session_id, "session_turn": t.turn})
             if s.workspace:  # the turn's record gains what the session's worktree changed
                 spec.extra["workspace"] = dict(s.workspace)
@@ -235,12 +255,54 @@ class TurnQueues:
         _resolve(p.started, None)
         if q.killed or self.closing:
             await self._cancel_task(rec.task_id)
-        final = await self.engine.wait(rec.task_id)
+        if params is not None and s.claude_options.retries:
+
+            def on_attempt(attempt: TaskRecord) -> None:
+                t.task_id = s.last_task_id = attempt.task_id  # CANCEL / kill reach this one
+                self.store.save_turn(t)
+                self._on_change(s)
+
+            extra = {"session_id": s.session_id, "session_turn": t.turn}
+            keep_going = lambda: not (q.killed or self.closing)  # noqa: E731
+            final = await self.retries.run(rec, params, None, extra, on_attempt, keep_going)
+        else:
+            final = await self.engine.wait(rec.task_id)
         apply_record(t, final)
+        t.task_id = final.task_id
+        t.attempts = final.extra.get("attempts")
         if t.claude_session_id:
             s.claude_session_id = t.claude_session_id
         self._maybe_continue(q, t)
         self._close_turn(q, p)
+
+    async def _run_hot_turn(self, q: SessionQueue, p: TurnHandle) -> bool:
+        """Run the turn in the session's hot process; False if it must run cold (no free
+        hot slot)."""
+        s, t = q.session, p.turn
+
+        def on_started(task_id: str, output_from: int) -> None:
+            t.task_id, t.hot, t.output_from = task_id, True, output_from
+            t.status, t.started_at = TURN_RUNNING, time.time()
+            s.last_turn, s.last_task_id = t.turn, t.task_id
+            self.store.save_turn(t)
+            self.store.save_session(s)
+            self._on_change(s)
+            _resolve(p.started, None)
+
+        try:
+            params = turn_params(s, t.prompt, t.turn)
+            outcome = await self.hot.run_turn(s.session_id, params, on_started, s.turn_timeout)
+        except ProtocolError as exc:
+            self._close_turn(q, p, TaskStatus.FAILED, f"the turn could not start: {exc.message}")
+            return True
+        if outcome is None:
+            return False
+        apply_outcome(t, outcome)
+        if t.claude_session_id:
+            s.claude_session_id = t.claude_session_id
+        self._maybe_continue(q, t)
+        self._close_turn(q, p)
+        return True
 
     def _maybe_continue(self, q: SessionQueue, t: Turn) -> None:
         """Watch mode: after a completed turn, queue the continuation prompt."""
@@ -323,6 +385,7 @@ class TurnQueues:
             await self._cancel_task(cancelled)
         if q.worker is not None:
             await asyncio.shield(q.worker)
+        await self.hot.close(s.session_id, "session killed")
         return cancelled, dropped
 
     async def stop(self) -> None:
@@ -340,3 +403,4 @@ class TurnQueues:
         workers = [q.worker for q in self._queues.values() if q.worker is not None]
         if workers:
             await asyncio.wait(workers, timeout=self.settings.kill_grace_seconds + 5)
+        await self.hot.stop()

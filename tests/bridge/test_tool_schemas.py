@@ -59,6 +59,11 @@ BRIDGE_ONLY_PARAMS = {
     "execute_task": {"wait"},  # how long the tool call waits, not how the task runs
     "execute_claude": {"wait"},
 }
+SERVICE_ONLY_PARAMS = {
+    # The list's filters and paging (engine/listing.py) serve the dashboard and the CLI;
+    # the tool reports one task or the newest ones. Optional, so leaving them out is safe.
+    "get_execution_status": {"statuses", "text", "offset", "active_first", "sort", "descending"},
+}
 DESIGN_NOTE_NAMES = {  # tool param -> protocol field (the protocol accepts both names)
     "send_message_to_session": {"wait_for_response": "wait"},
     "coordinate_sessions": {"session_assignments": "assignments"},
@@ -147,6 +152,8 @@ async def test_every_tool_schema_matches_its_protocol_model(
     for tool, method in TOOL_METHODS.items():
         model = PARAMS[method]
         want = properties(model.model_json_schema())
+        for name in SERVICE_ONLY_PARAMS.get(tool, set()):
+            assert not want.pop(name)[1], (tool, name)  # the protocol's default applies
         renames = DESIGN_NOTE_NAMES.get(tool, {})
         for alias, field in renames.items():  # the protocol really accepts the tool's name
             assert alias in str(model.model_fields[field].validation_alias), (tool, alias)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from cc_executor.claude.argv import build_argv, build_env
-from cc_executor.protocol import ExecuteClaudeParams
+from cc_executor.protocol import ErrorCode, ExecuteClaudeParams, ProtocolError
 
 HEAD = ["claude", "-p", "--output-format", "stream-json", "--verbose"]
 
@@ -65,8 +65,7 @@ def test_every_option_maps_to_its_flag() -> None:
         "/a",
         "--add-dir",
         "/b c",
-        "--resume",
-        "sess-1",
+        "--resume=sess-1",
         "--fork-session",
         "--",
         "do it",
@@ -103,11 +102,25 @@ def test_empty_values_are_left_out() -> None:
 
 def test_fork_session_follows_resume() -> None:
     argv = build_argv(params(resume="abc", fork_session=True), "claude")
-    assert argv[argv.index("--resume") : argv.index("--resume") + 3] == [
-        "--resume",
-        "abc",
-        "--fork-session",
-    ]
+    i = argv.index("--resume=abc")
+    assert argv[i : i + 2] == ["--resume=abc", "--fork-session"]
+
+
+@pytest.mark.parametrize("resume", ["--version", "-h", "a b", "x;y", "", "é", "a" * 200])
+def test_resume_must_be_a_session_id(resume: str) -> None:
+    """`--resume` takes an optional value: one starting with `-` would be read as an
+    option. The id goes in the same argument, and it must look like an id."""
+    if not resume:
+        assert not any(a.startswith("--resume") for a in build_argv(params(resume=""), "c"))
+        return
+    with pytest.raises(ProtocolError) as info:
+        build_argv(params(resume=resume), "claude")
+    assert info.value.code == ErrorCode.INVALID_PARAMS and "resume" in info.value.message
+
+
+def test_flags_go_before_the_prompt() -> None:
+    argv = build_argv(params(), "claude", flags=["--strict-mcp-config"])
+    assert argv[-3:] == ["--strict-mcp-config", "--", "hello"]
 
 
 def test_small_budget_keeps_full_precision() -> None:

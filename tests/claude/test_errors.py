@@ -158,7 +158,14 @@ def test_structured_fields_beat_text() -> None:
 
 @pytest.mark.parametrize(
     ("status", "kind"),
-    [(429, ErrorKind.RATE_LIMIT), (401, ErrorKind.AUTH), (403, ErrorKind.AUTH)],
+    [
+        (429, ErrorKind.RATE_LIMIT),
+        (401, ErrorKind.AUTH),
+        (403, ErrorKind.AUTH),
+        (529, ErrorKind.OVERLOADED),
+        (500, ErrorKind.API_ERROR),
+        (503, ErrorKind.API_ERROR),
+    ],
 )
 def test_api_error_status(status: int, kind: ErrorKind) -> None:
     state = state_of(

@@ -281,3 +281,79 @@ def test_budget_below_cost_fails_like_the_cli(env: dict[str, str]) -> None:
     proc = run(argv, env)
     assert proc.returncode == 1
     assert events(proc.stdout)[-1]["subtype"] == "error_max_budget_usd"
+
+
+# ------------------------------------------------------------------ stream-json input
+
+HOT = [str(FAKE), "-p", "--input-format", "stream-json", "--output-format", "stream-json"]
+
+
+def user_line(text: str, as_blocks: bool = True) -> bytes:
+    content: Any = [{"type": "text", "text": text}] if as_blocks else text
+    msg = {"type": "user", "message": {"role": "user", "content": content}}
+    return (json.dumps(msg) + "\n").encode()
+
+
+def test_stream_json_input_answers_each_message_in_one_process(env: dict[str, str]) -> None:
+    proc = subprocess.Popen(
+        [*HOT, "--verbose"],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    results = []
+    for i, text in enumerate(["first", "second", "third"]):
+        proc.stdin.write(user_line(text, as_blocks=i != 1))
+        proc.stdin.flush()
+        while True:  # the process answers each message before it reads the next
+            event = json.loads(proc.stdout.readline())
+            if event["type"] == "result":
+                results.append(event)
+                break
+    proc.stdin.close()
+    assert proc.wait(timeout=30) == 0
+    assert [r["result"] for r in results] == [
+        "Fake Claude answer to: first",
+        "Fake Claude answer to: second (turn 2, remembers 1 earlier prompts)",
+        "Fake Claude answer to: third (turn 3, remembers 2 earlier prompts)",
+    ]
+    assert len({r["session_id"] for r in results}) == 1
+    # what it kept is resumable by a print run
+    again = run([str(FAKE), "-p", "--resume", results[0]["session_id"], "fourth"], env)
+    assert again.stdout.decode().strip().endswith("(turn 4, remembers 3 earlier prompts)")
+
+
+def test_stream_json_input_needs_stream_json_output_and_no_prompt(env: dict[str, str]) -> None:
+    bad = run([str(FAKE), "-p", "--input-format", "stream-json"], env, b"")
+    assert bad.returncode == 1
+    assert b"requires output-format=stream-json" in bad.stderr
+    both = run([*HOT, "--verbose", "hi"], env, b"")
+    assert both.returncode == 1 and b"cannot be combined" in both.stderr
+
+
+def test_stream_json_input_crash_ends_the_process(env: dict[str, str]) -> None:
+    proc = run([*HOT, "--verbose"], env, user_line("ok") + user_line("FAKE_CRASH") + user_line("x"))
+    assert proc.returncode == 3
+    assert [e["type"] for e in events(proc.stdout)].count("result") == 1
+
+
+def test_startup_delay_comes_before_any_output(env: dict[str, str]) -> None:
+    env["FAKE_CLAUDE_STARTUP_DELAY"] = "0.5"
+    began = time.monotonic()
+    proc = run([str(FAKE), "-p", "--output-format", "json", "hi"], env)
+    assert proc.returncode == 0
+    assert time.monotonic() - began >= 0.5
+
+
+def test_overloaded_keeps_the_conversation_for_resume(env: dict[str, str]) -> None:
+    argv = [str(FAKE), "-p", "--output-format", "stream-json", "--verbose"]
+    failed = run([*argv, "--", "FAKE_ERROR=overloaded FAKE_ERROR_TIMES=1 go"], env)
+    assert failed.returncode == 1
+    result = events(failed.stdout)[-1]
+    assert result["api_error_status"] == 529 and "overloaded_error" in result["result"]
+    sid = result["session_id"]
+    ok = run([*argv, "--resume", sid, "--", "FAKE_ERROR=overloaded FAKE_ERROR_TIMES=1 go"], env)
+    assert ok.returncode == 0, ok.stderr.decode()
+    assert "(turn 2, remembers 1 earlier prompts)" in events(ok.stdout)[-1]["result"]

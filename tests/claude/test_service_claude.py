@@ -484,7 +484,7 @@ async def test_resume_continues_the_conversation(client: ExecutorClient) -> None
     assert second.record["claude_session_id"] == sid
     assert second.record["result"] == ANSWER + "what was it? (turn 2, remembers 1 earlier prompts)"
     assert second.record["num_turns"] == 2
-    assert second.record["argv"][-4:] == ["--resume", sid, "--", "what was it?"]
+    assert second.record["argv"][-3:] == [f"--resume={sid}", "--", "what was it?"]
 
     fork = await run_claude(client, "and now?", resume=sid, fork_session=True)
     assert fork.record["claude_session_id"] not in (None, sid)

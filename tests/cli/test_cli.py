@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -25,6 +26,14 @@ def py(code: str) -> list[str]:
     return ["--", PY, "-c", code]
 
 
+def started(res: Any) -> tuple[str, bytes]:
+    """The task id `run` announced on its first stderr line, and the rest of stderr."""
+    first, _, rest = res.err.partition(b"\n")
+    m = re.fullmatch(rb"cc-executor: task ([0-9a-f]{16}) started \(.*\)", first)
+    assert m, res.err
+    return m.group(1).decode(), rest
+
+
 # --------------------------------------------------------------------------- run
 
 
@@ -35,14 +44,18 @@ async def test_run_streams_both_streams_and_exits_with_the_code(cli: Any) -> Non
     )
     assert res.rc == 3
     assert res.out == b"out\n"
-    assert res.err == b"err\n"
+    _task_id, rest = started(res)
+    assert rest == b"err\n"
+    # --quiet: stderr is the command's alone, byte for byte.
+    res = await cli("run", "-q", *py("import sys; sys.stderr.write('only this')"))
+    assert res.rc == 0 and res.err == b"only this"
 
 
 async def test_run_exit_zero_and_binary_output_byte_exact(cli: Any) -> None:
     res = await cli("run", *py("import sys; sys.stdout.buffer.write(bytes(range(256)) * 4)"))
     assert res.rc == 0
     assert res.out == bytes(range(256)) * 4
-    assert res.err == b""
+    assert started(res)[1] == b""
 
 
 async def test_run_large_output_is_lossless(cli: Any) -> None:
@@ -103,10 +116,16 @@ async def test_run_json_keeps_the_exit_code(cli: Any) -> None:
     assert json.loads(res.out)["status"] == "failed"
 
 
-async def test_run_of_a_missing_program_fails_with_a_message(cli: Any) -> None:
+async def test_run_of_a_missing_program_exits_127_as_a_shell_does(cli: Any, tmp_path: Path) -> None:
     res = await cli("run", "--", "/nonexistent/program")
-    assert res.rc == 1
-    assert "spawn failed" in res.stderr
+    assert res.rc == 127
+    assert "spawn failed" in res.stderr and "No such file" in res.stderr
+    res = await cli("run", "/nonexistent/program --through-the-shell")
+    assert res.rc == 127
+    plain = tmp_path / "not-executable"
+    plain.write_text("echo hi\n")
+    res = await cli("run", "--", str(plain))
+    assert res.rc == 126
 
 
 async def test_ctrl_c_cancels_the_task_and_exits_130(
@@ -140,21 +159,86 @@ async def test_tasks_lists_human_and_json(cli: Any, client: ExecutorClient) -> N
     res = await cli("tasks")
     assert res.rc == 0
     lines = res.stdout.splitlines()
-    assert lines[0].split()[:5] == ["ID", "STATUS", "EXIT", "DURATION", "BYTES"]
-    row_ok = next(ln for ln in lines if ok.task_id in ln)
-    row_bad = next(ln for ln in lines if bad.task_id in ln)
-    assert "completed" in row_ok and "first-task" in row_ok
+    assert lines[0].split() == [
+        "ID",
+        "STATUS",
+        "EXIT",
+        "STARTED",
+        "TIME",
+        "COST",
+        "ERROR",
+        "COMMAND",
+    ]
+    row_ok = next(ln for ln in lines if ln.startswith(ok.task_id[:8]))
+    row_bad = next(ln for ln in lines if ln.startswith(bad.task_id[:8]))
+    assert "completed" in row_ok and "[first-task] echo hello" in row_ok and "s ago" in row_ok
     assert "failed" in row_bad and " 4 " in row_bad and "sh -c 'exit 4'" in row_bad
+    assert " exit " in row_bad  # the error kind of a non-zero exit
+    assert lines[-1] == "2 tasks"
+    assert all(len(ln) <= 80 for ln in lines), lines  # not a terminal: 80 columns
 
     res = await cli("tasks", "--json")
     assert res.rc == 0
     listing = json.loads(res.out)
     ids = [t["task_id"] for t in listing["tasks"]]
     assert ids[:2] == [bad.task_id, ok.task_id]  # newest first
-    assert "stats" in listing
+    assert "stats" in listing and listing["total"] == 2
 
     res = await cli("tasks", "--json", "--limit", "1")
     assert [t["task_id"] for t in json.loads(res.out)["tasks"]] == [bad.task_id]
+
+
+async def test_tasks_filters_show_n_of_m_and_active_first(cli: Any, client: ExecutorClient) -> None:
+    sleeper = await client.execute(["sleep", "30"], name="sleeper", keep_events=False)
+    for i in range(4):
+        h = await client.execute(["sh", "-c", f"exit {i % 2}"], name=f"job{i}", keep_events=False)
+        await h.wait()
+    try:
+        res = await cli("tasks", "--limit", "2")
+        lines = res.stdout.splitlines()
+        assert lines[1].startswith(sleeper.task_id[:8]) and "running" in lines[1]  # first
+        assert lines[-1] == "2 of 5 tasks shown (--all shows all, --limit N more)"
+        res = await cli("tasks", "--all")
+        assert res.stdout.splitlines()[-1] == "5 tasks"
+        res = await cli("tasks", "--status", "running,failed")
+        rows = res.stdout.splitlines()[1:-1]
+        assert len(rows) == 3 and all(("running" in r) or ("failed" in r) for r in rows)
+        assert res.stdout.splitlines()[-1] == "3 tasks"
+        res = await cli("tasks", "--search", "JOB2")
+        assert [r.split()[0] for r in res.stdout.splitlines()[1:-1]] != []
+        assert "[job2]" in res.stdout and "[job1]" not in res.stdout
+        res = await cli("tasks", "--status", "running,bogus")
+        assert res.rc == 2 and "unknown status bogus" in res.stderr and "timed_out" in res.stderr
+        res = await cli("tasks", "--status", "nope", "--json")
+        assert res.rc == 2 and "unknown status" in json.loads(res.out)["error"]["message"]
+    finally:
+        await client.control(sleeper.task_id, "CANCEL")
+
+
+async def test_task_arguments_take_a_unique_prefix_or_a_name(
+    cli: Any, client: ExecutorClient
+) -> None:
+    first = await client.execute(["printf", "one"], name="build", keep_events=False)
+    await first.wait()
+    second = await client.execute(["printf", "two"], name="build", keep_events=False)
+    await second.wait()
+    res = await cli("logs", second.task_id[:6])
+    assert res.rc == 0 and res.out == b"two"
+    res = await cli("logs", "build")  # a name given twice: the newest
+    assert res.rc == 0 and res.out == b"two"
+    sleeper = await client.execute(["sleep", "30"], name="build", keep_events=False)
+    res = await cli("pause", "build")  # ... but the active one if there is one
+    assert res.rc == 0 and res.stdout == f"{sleeper.task_id}: paused\n"
+    res = await cli("cancel", "--json", sleeper.task_id[:10])
+    assert res.rc == 0 and json.loads(res.out)["status"] == "cancelled"
+    res = await cli("logs", "")
+    assert res.rc == 2
+    # A prefix of several ids is refused with the candidates (ids are hex: "" + one digit).
+    ids = [t["task_id"] for t in (await client.status())["tasks"]]
+    common = next((c for c in "0123456789abcdef" if sum(i.startswith(c) for i in ids) > 1), None)
+    if common is not None:
+        res = await cli("logs", common)
+        assert res.rc == 2 and "is the start of" in res.stderr and "hint:" in res.stderr
 
 
 async def test_logs_of_a_finished_task_equal_its_output(cli: Any, client: ExecutorClient) -> None:
@@ -250,23 +334,43 @@ async def test_control_of_a_finished_task_is_a_service_error(
     handle = await client.execute(["true"], keep_events=False)
     await handle.wait()
     res = await cli("pause", handle.task_id)
-    assert res.rc == 2
-    assert res.stderr.startswith("error: ")
+    assert res.rc == 5
+    assert res.stderr.startswith("error: ") and "already completed" in res.stderr
 
 
-# --------------------------------------------------------------------------- errors
-
-
-async def test_unknown_task_is_exit_2_with_the_message(cli: Any) -> None:
+async def test_unknown_task_is_exit_5_with_the_message_and_a_hint(cli: Any) -> None:
     res = await cli("logs", "0123456789abcdef")
-    assert res.rc == 2
+    assert res.rc == 5
     assert res.stderr.startswith("error: ") and "not found" in res.stderr
+    assert "hint: `cc-executor tasks --all` lists the tasks" in res.stderr
+    res = await cli("pause", "--json", "no-such-task")
+    assert res.rc == 5
+    doc = json.loads(res.out)["error"]
+    assert doc["exit_code"] == 5 and doc["code"] == -32001 and "not found" in doc["message"]
+    assert res.err == b""
 
 
 async def test_invalid_params_show_the_service_message(cli: Any, tmp_path: Path) -> None:
     res = await cli("run", "--cwd", str(tmp_path / "missing"), "--", "true")
-    assert res.rc == 2
+    assert res.rc == 5
     assert "does not exist" in res.stderr
+
+
+async def test_usage_errors_are_2_and_never_a_traceback(cli: Any) -> None:
+    for args in (
+        ["run", "--timeout", "abc", "--", "true"],
+        ["--url", "http://", "tasks"],
+        ["tasks", "--limit", "0"],
+        ["run"],
+    ):
+        res = await cli(*args)
+        assert res.rc == 2, (args, res.stderr)
+        assert "Traceback" not in res.stderr and "_positive" not in res.stderr
+        assert "error" in res.stderr, res.stderr
+    res = await cli("run", "--timeout", "abc", "--", "true")
+    assert "argument --timeout: not a number: 'abc'" in res.stderr
+    res = await cli("run", "--json", "--timeout", "abc", "--", "true")
+    assert res.rc == 2 and json.loads(res.out)["error"]["exit_code"] == 2
 
 
 async def test_unreachable_service_is_exit_3(cli: Any, unused_port: int) -> None:
@@ -274,14 +378,31 @@ async def test_unreachable_service_is_exit_3(cli: Any, unused_port: int) -> None
     assert res.rc == 3
     assert f"cannot reach the service at ws://127.0.0.1:{unused_port}/ws" in res.stderr
     assert "cc-executor start" in res.stderr
+    # A URL as a user types it: http:// and host:port are the same service.
+    res = await cli("--url", f"http://127.0.0.1:{unused_port}", "tasks", "--json", connect=False)
+    assert res.rc == 3
+    assert json.loads(res.out)["error"]["message"].endswith(f"127.0.0.1:{unused_port}/ws")
 
 
-async def test_wrong_token_is_refused_options_after_the_subcommand(
-    cli: Any, service: ExecutorService
+async def test_wrong_token_is_exit_4_and_says_where_the_token_came_from(
+    cli: Any, service: ExecutorService, settings: Any
 ) -> None:
     res = await cli("tasks", "--url", service.url, "--token", "wrong", connect=False)
-    assert res.rc == 3
-    assert "401" in res.stderr
+    assert res.rc == 4
+    assert "refused the token" in res.stderr and "--token" in res.stderr
+    # Read from another data dir's token file: the message names that file.
+    other = settings.data_dir.parent / "elsewhere"
+    other.mkdir()
+    (other / "token").write_text("not-it")
+    res = await cli(
+        "sessions",
+        "list",
+        "--url",
+        service.url,
+        connect=False,
+        env={"CC_EXECUTOR_DATA_DIR": str(other)},
+    )
+    assert res.rc == 4 and str(other / "token") in res.stderr and "hint:" in res.stderr
 
 
 async def test_token_is_read_from_the_data_dir(cli: Any, service: ExecutorService) -> None:
@@ -303,7 +424,8 @@ async def test_status_exit_0_when_running(
     res = await cli("status", connect=False, env=env)
     assert res.rc == 0, res.stderr
     assert f"is running at ws://127.0.0.1:{service.port}/ws" in res.stdout
-    assert handle.task_id in res.stdout
+    assert f"dashboard: http://127.0.0.1:{service.port}/" in res.stdout
+    assert handle.task_id[:8] in res.stdout
 
     res = await cli("status", "--json", connect=False, env=env)
     assert res.rc == 0

@@ -268,7 +268,7 @@ async def test_allow_list_refusals(
 
 async def test_allow_listed_command_runs(make_service: MakeService, tmp_path: Path) -> None:
     (tmp_path / "visible.txt").write_text("x")
-    svc = await make_service(allowed_commands=["ls", "echo", sys.executable])
+    svc = await make_service(allowed_commands=["ls", "echo", sys.executable], allowed_env=["FOO"])
     async with ExecutorClient(svc.url, svc.token) as c:
         h = await c.execute("echo 'hello  world' *")
         done = await h.wait(30)

@@ -19,6 +19,11 @@ Modes:
                            holding stdout/stderr or with them closed; the leader exits 0
   close_stdout GATE both|out   print, close stdout (and stderr with `both`), then block
                            reading the FIFO GATE; exit 0 once it has been written
+  escape DIR stay|exit     start four processes that leave the task's group, each writing
+                           its pid to DIR/<kind>: `setsid sleep &` and `set -m; sleep &`
+                           (through bash), a Python child with start_new_session=True, and a
+                           double-forked daemon that ignores SIGTERM; print "escaped", then
+                           sleep forever (stay) or exit 0 (exit)
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -141,7 +147,47 @@ def main(argv: list[str]) -> int:
         with open(gate, "rb") as f:  # blocks until the test opens the FIFO to write
             f.read()
         return 0
+    if mode == "escape":
+        _escape(argv[1])
+        _write_all(1, b"escaped\n")
+        if argv[2] == "exit":
+            return 0
+        _sleep_forever()
     raise SystemExit(f"unknown mode {mode!r}")
+
+
+ESCAPE_KINDS = ("setsid", "set_m", "new_session", "daemon")
+
+
+def _escape(directory: str) -> None:
+    d = directory
+    # Each pid file appears whole (written, then renamed), so a reader never sees it empty.
+    # (dash turns job control off without a tty; bash's `set -m` gives the job its own group)
+    for kind, script in (("setsid", "setsid sleep 1000 &"), ("set_m", "set -m; sleep 1000 &")):
+        sh = f"{script} echo $! > {d}/{kind}.tmp; mv {d}/{kind}.tmp {d}/{kind}"
+        subprocess.run(["/bin/bash", "-c", sh], check=True, stderr=subprocess.DEVNULL)
+    sleeper = [sys.executable, "-c", "import time; time.sleep(1000)"]
+    child = subprocess.Popen(sleeper, start_new_session=True)
+    _write_pid(f"{d}/new_session", child.pid)
+    pid = os.fork()
+    if pid == 0:  # the classic daemon: fork, setsid, fork, the middle one exits
+        os.setsid()
+        if os.fork() == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            for fd in (0, 1, 2):
+                os.close(fd)
+            _write_pid(f"{d}/daemon", os.getpid())
+            _sleep_forever()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    while not all(os.path.exists(f"{d}/{k}") for k in ESCAPE_KINDS):
+        time.sleep(0.005)
+
+
+def _write_pid(path: str, pid: int) -> None:
+    with open(path + ".tmp", "w") as f:
+        f.write(str(pid))
+    os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":

@@ -566,7 +566,10 @@ def _fill(v: Any, subs: dict[str, Any]) -> Any:
 async def test_allow_list_bypass_attempts(make_svc: MakeSvc, tmp_path: Path, mark: str) -> None:
     subs = _evil(tmp_path)
     allowed = ["echo", "ls", "false", subs["tool"], str(FAKE_CLAUDE)]
-    svc = await make_svc(CC_EXECUTOR_ALLOWED_COMMANDS=json.dumps(allowed))
+    svc = await make_svc(
+        CC_EXECUTOR_ALLOWED_COMMANDS=json.dumps(allowed),
+        CC_EXECUTOR_ALLOWED_ENV='["CC_STRESS_MARK"]',  # the process-table scans need it
+    )
     row = REPORT.row(f"allow-list bypass attempts: {len(ATTEMPTS)}")
     t0 = time.monotonic()
     got: dict[str, Any] = {}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.dashboard.test_dashboard import browser_errors, page  # noqa: F401 (fixtures)
+from tests.dashboard.conftest import browser_errors, page, viewport  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(autouse=True)

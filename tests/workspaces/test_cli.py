@@ -60,4 +60,4 @@ async def test_run_in_a_worktree_then_list_diff_and_remove_it(
     r = await cli(
         "run", "--workspace", "worktree", "--name", "a b", "--cwd", str(repo), "--", "true"
     )
-    assert r.rc == 2 and "name 'a b' cannot name the branch ccx/a b" in r.stderr
+    assert r.rc == 5 and "name 'a b' cannot name the branch ccx/a b" in r.stderr

@@ -8,7 +8,7 @@ from typing import Any
 
 from cc_executor.client import ExecutorClient
 from cc_executor.server import ExecutorService
-from tests.dashboard.test_dashboard import expect, needs_chromium, open_dashboard, screenshot
+from tests.dashboard.conftest import expect, needs_chromium, open_dashboard, screenshot
 
 
 @needs_chromium
@@ -36,11 +36,11 @@ async def test_the_task_view_shows_the_branch_and_the_diff(
     await expect(diff.locator(".add", has_text="+hello from the worktree")).to_have_count(1)
     await expect(diff.locator(".del", has_text="-# demo")).to_have_count(1)
     await expect(diff.locator(".add", has_text="+# demo, edited")).to_have_count(1)
-    await expect(page.locator("#log-stdout")).to_be_hidden()
+    await expect(page.locator("#log")).to_be_hidden()
     await screenshot(page, "dashboard-workspace-diff.png")
 
     # A task without a worktree has no diff tab: the view goes back to its output.
     await page.locator(f'tr[data-task-id="{plain.task_id}"]').click()
     await expect(page.locator("#tab-diff")).to_be_hidden()
     await expect(branch).to_have_text("")
-    await expect(page.locator("#log-stdout")).to_contain_text("no worktree here")
+    await expect(page.locator("#log")).to_contain_text("no worktree here")

@@ -1,0 +1,41 @@
+"""A record as a list of tasks shows it: long values cut, the full record by id.
+
+One task with a 1 MB argument made every plain `status` reply carry it (a reply reached
+72 MB); a list is for finding tasks, `status {task_id}` for reading one. Strings longer
+than `LIST_VALUE_CHARS` are cut to it and lists longer than `LIST_ITEMS` to that many
+items, at any depth; the record then says which fields were cut (`cut`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+LIST_VALUE_CHARS = 1024
+LIST_ITEMS = 64
+_CUT_NAMES = 64  # `cut` names at most this many fields
+
+
+def brief(d: dict[str, Any]) -> dict[str, Any]:
+    """A record's dict (`TaskRecord.to_dict()`) with its long values cut."""
+    cut: list[str] = []
+    out = {k: _cut(v, k, cut) for k, v in d.items()}
+    if cut:
+        out["cut"] = cut[:_CUT_NAMES]
+    return out
+
+
+def _cut(value: Any, path: str, cut: list[str]) -> Any:
+    if isinstance(value, str):
+        if len(value) > LIST_VALUE_CHARS:
+            cut.append(path)
+            return value[:LIST_VALUE_CHARS]
+        return value
+    if isinstance(value, list):
+        items = value
+        if len(items) > LIST_ITEMS:
+            cut.append(path)
+            items = items[:LIST_ITEMS]
+        return [_cut(v, f"{path}[{i}]", cut) for i, v in enumerate(items)]
+    if isinstance(value, dict):
+        return {k: _cut(v, f"{path}.{k}", cut) for k, v in value.items()}
+    return value
