@@ -94,6 +94,12 @@ class Settings(BaseSettings):
     # Which engine this is: records name it, and recovery touches only its own
     node_id: str | None = None
 
+    # Cluster mode (docs/cluster.md): nodes that share a Redis share one queue and one view.
+    # The URL may hold credentials; it is never logged or shown (`cluster.keys.redact`).
+    redis_url: str | None = None
+    node_ttl: float = Field(default=10.0, gt=0)  # heartbeat time-to-live, seconds
+    output_retention_bytes: int = Field(default=64 * 1024 * 1024, ge=0)  # per task stream
+
     # Scheduling and time limits
     max_concurrent_tasks: int = 32
     max_queued_tasks: int = 10_000

@@ -151,6 +151,9 @@ _Strict = ConfigDict(extra="forbid")
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
 
+NODE_PIN_DOC = "Cluster mode: run it on this node only (a node id); default: any free node."
+
+
 # --------------------------------------------------------------------------- workspaces
 # A task (or a session, for all its turns) may run in a git worktree of its own, on a new
 # branch `ccx/<name or id>` (docs/workspaces.md). The names reach git's argv, so they are
@@ -223,6 +226,7 @@ class ExecuteParams(WorkspaceOptions):
     timeout: PositiveSeconds | None = None
     idle_timeout: PositiveSeconds | None = None
     name: str | None = Field(default=None, max_length=256)
+    node: str | None = Field(default=None, min_length=1, description=NODE_PIN_DOC)
 
     @field_validator("command")
     @classmethod
@@ -323,6 +327,7 @@ class ExecuteClaudeParams(ClaudeOptions, WorkspaceOptions):
         default=None, description="End it after this many seconds without output."
     )
     name: str | None = Field(default=None, max_length=256, description="A label shown in listings.")
+    node: str | None = Field(default=None, min_length=1, description=NODE_PIN_DOC)
 
     @model_validator(mode="after")
     def _fork_needs_resume(self) -> ExecuteClaudeParams:

@@ -56,7 +56,11 @@ async def start_runtime(settings: Settings, data_dirs: Iterable[Path]) -> Runtim
     """
     tried: list[str] = []
     for data_dir in data_dirs:
-        runtime = build_runtime(settings.model_copy(update={"data_dir": data_dir}))
+        # An in-process engine (the API, the bridge's fallback) runs on this host alone,
+        # never as a cluster node: a node is a service (docs/cluster.md).
+        runtime = build_runtime(
+            settings.model_copy(update={"data_dir": data_dir, "redis_url": None})
+        )
         try:
             await runtime.start()
         except DataDirLocked:

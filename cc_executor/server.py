@@ -35,6 +35,7 @@ from websockets.http11 import Request, Response
 from cc_executor import __version__, door, jsonrpc
 from cc_executor.auth import ensure_token, token_matches
 from cc_executor.claude.ratelimit import RateLimits
+from cc_executor.cluster.routing import cluster_routes
 from cc_executor.config import Settings
 from cc_executor.dashboard import (
     asset_response,
@@ -76,6 +77,11 @@ class ExecutorService:
         self.runtime = build_runtime(settings)
         self.engine = self.runtime.engine
         self.sessions = self.runtime.sessions
+        cluster = self.engine.cluster
+        if cluster is not None:
+            cluster.sessions = self.sessions  # forwarded session.* calls use it
+        # In a cluster, calls about another node's tasks are served by that node.
+        self.routes = ROUTES if cluster is None else cluster_routes(ROUTES, cluster)
         self.token = ""
         self._server: Server | None = None
         self._connections = 0
@@ -88,6 +94,10 @@ class ExecutorService:
 
     async def start(self) -> None:
         self.token = ensure_token(self.settings)
+        cluster = self.engine.cluster
+        if cluster is not None:
+            await cluster.check_reachable()
+            self.token = await cluster.shared_token(self.token)
         await self.engine.start()
         await self.sessions.start()
         self._server = await serve(
@@ -104,6 +114,8 @@ class ExecutorService:
             ping_timeout=60,
             server_header=f"cc-executor/{__version__}",
         )
+        if cluster is not None:
+            cluster.service_url = self.url
         log.info(
             "cc-executor listening",
             extra={"url": self.url, "data_dir": str(self.settings.data_dir)},
@@ -141,9 +153,12 @@ class ExecutorService:
 
     def health(self) -> dict[str, Any]:
         stats = self.engine.stats()
+        cluster = self.engine.cluster
         return {
             "status": "ok",
             "version": __version__,
+            "node": self.settings.node,
+            "cluster": None if cluster is None else cluster.health(),
             "running": stats["running"],
             "paused": stats["paused"],
             "queued": stats["queued"],
@@ -284,7 +299,7 @@ class ExecutorService:
             if not await budget.take(frame.number, estimate):
                 return None if item.is_notification else _encode(budget.refusal(item.id, estimate))
             try:
-                reply = await jsonrpc.call(ROUTES, item, conn)
+                reply = await jsonrpc.call(self.routes, item, conn)
             except BaseException:
                 budget.give_back(frame.number, estimate)
                 raise
@@ -469,12 +484,16 @@ def build_arg_parser(prog: str = "cc-executor start") -> argparse.ArgumentParser
     p.add_argument("--port", type=int, help="port (default 8003)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
     p.add_argument("--data-dir", help="where records, logs and the token live")
+    p.add_argument(
+        "--redis-url",
+        help="cluster mode: redis://[:password@]HOST:PORT/DB, shared by every node",
+    )
     return p
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
-    for key in ("host", "port", "log_level", "data_dir"):
+    for key in ("host", "port", "log_level", "data_dir", "redis_url"):
         value = getattr(args, key, None)
         if value is not None:
             overrides[key] = value

@@ -50,6 +50,13 @@ def command_spec(params: ExecuteParams, settings: Settings) -> TaskSpec:
 
 def spec_for(params: TaskParams, settings: Settings) -> TaskSpec:
     """The TaskSpec of a request: a command's, or a fresh `claude -p` run's."""
+    if params.node is not None and params.node != settings.node and not settings.redis_url:
+        # In a cluster the routes forward a pinned task to its node (cc_executor/cluster).
+        raise ProtocolError(
+            ErrorCode.INVALID_PARAMS,
+            f"node: {params.node!r} is not this node ({settings.node}); there is no cluster",
+            {"node": params.node},
+        )
     if isinstance(params, ExecuteClaudeParams):
         from cc_executor.claude.runner import claude_spec  # it imports this module
 

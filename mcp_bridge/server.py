@@ -22,6 +22,7 @@ from pydantic import BeforeValidator, Field
 
 from cc_executor import __version__
 from cc_executor.protocol import (
+    NODE_PIN_DOC,
     ClaudeOptions,
     ErrorCode,
     ExecuteClaudeParams,
@@ -95,6 +96,7 @@ Env = Annotated[
     dict[str, str] | None, Field(description="Extra environment variables for the task.")
 ]
 Name = Annotated[str | None, Field(max_length=256, description="A label shown in listings.")]
+NodePin = Annotated[str | None, Field(min_length=1, description=NODE_PIN_DOC)]
 Wait = Annotated[
     bool,
     Field(
@@ -124,6 +126,7 @@ def register(mcp: MCPServer, bridge: Bridge, sessions: SessionTools | None = Non
         idle_timeout: IdleTimeout = None,
         env: Env = None,
         name: Name = None,
+        node: NodePin = None,
         **workspace: Any,
     ) -> CallToolResult:
         """Run a shell command or program as a supervised task and return its result.
@@ -149,6 +152,7 @@ def register(mcp: MCPServer, bridge: Bridge, sessions: SessionTools | None = Non
                 idle_timeout=idle_timeout,
                 env=env,
                 name=name,
+                node=node,
             )
             return _ok(await bridge.run_task(p, wait, _reporter(ctx), _peer_cancelled(ctx)))
         except Exception as exc:
@@ -179,6 +183,7 @@ def register(mcp: MCPServer, bridge: Bridge, sessions: SessionTools | None = Non
         env: Env = None,
         name: Name = None,
         wait: Wait = True,
+        node: NodePin = None,
         **claude: Any,
     ) -> CallToolResult:
         """Delegate a task to a fresh Claude Code instance (`claude -p`) with a clean context.
@@ -205,6 +210,7 @@ def register(mcp: MCPServer, bridge: Bridge, sessions: SessionTools | None = Non
                 timeout=timeout,
                 idle_timeout=idle_timeout,
                 name=name,
+                node=node,
             )
             return _ok(await bridge.run_task(p, wait, _reporter(ctx), _peer_cancelled(ctx)))
         except Exception as exc:

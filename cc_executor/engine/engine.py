@@ -15,9 +15,9 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cc_executor import __version__
 from cc_executor.config import Settings
@@ -28,8 +28,8 @@ from cc_executor.engine.events import Subscriber, output_event
 from cc_executor.engine.journal import TASK_ENV, SpawnJournal
 from cc_executor.engine.lifecycle import transition
 from cc_executor.engine.listing import TaskPage  # faces
-from cc_executor.engine.output import LogWriter, OutputLog
-from cc_executor.engine.queue import LocalTaskQueue, TaskQueue
+from cc_executor.engine.output import LogWriter, OutputLog, OutputSink
+from cc_executor.engine.queue import Admission, LocalTaskQueue, TaskQueue
 from cc_executor.engine.recent import RecentRecords
 from cc_executor.engine.records import TaskRecord, new_task_id
 from cc_executor.engine.recovery import recover
@@ -44,6 +44,9 @@ from cc_executor.protocol import (
     Stream,
     TaskStatus,
 )
+
+if TYPE_CHECKING:
+    from cc_executor.cluster.node import ClusterNode
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -70,11 +73,14 @@ class Engine(GroupControl, OutputServing):
     ) -> None:
         self.settings = settings
         self.node = settings.node
-        self.store: TaskStore = store or SqliteTaskStore(settings.db_path)
-        self.queue: TaskQueue[RunningTask] = queue or LocalTaskQueue(
-            settings.max_concurrent_tasks, settings.max_queued_tasks
+        # `is None`, not `or`: a queue with nothing waiting has len() 0.
+        self.store: TaskStore = SqliteTaskStore(settings.db_path) if store is None else store
+        self.queue: TaskQueue[RunningTask] = (
+            LocalTaskQueue(settings.max_concurrent_tasks, settings.max_queued_tasks)
+            if queue is None
+            else queue
         )
-        self.bus: EventBus = bus or LocalEventBus()
+        self.bus: EventBus = LocalEventBus() if bus is None else bus
         self.log_dir = settings.log_dir
         self._live: dict[str, RunningTask] = {}
         self._recent = RecentRecords(settings.recent_tasks_bytes, _RECENT_LIMIT)  # harden: bytes
@@ -99,6 +105,10 @@ class Engine(GroupControl, OutputServing):
         self._opened = False
         self._lock_fd: int | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        # Cluster mode (cc_executor/cluster): the node's parts, and a copy of every chunk
+        # of output to its Redis stream. Both None on a single host.
+        self.cluster: ClusterNode | None = None
+        self.output_sink: OutputSink | None = None
 
     def _in_background(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run a coroutine without awaiting it, holding a reference until it ends."""
@@ -133,10 +143,17 @@ class Engine(GroupControl, OutputServing):
         await self._recover()
         self._journal.open()
         self.writer.start()
+        if self.cluster is not None:
+            await self.cluster.start()
 
     async def _recover(self) -> None:
         lost = await recover(
-            self.store, self._journal, self.log_path, self.node, self.hooks.recover
+            self.store,
+            self._journal,
+            self.log_path,
+            self.node,
+            self.hooks.recover,
+            owns_unassigned=not self.queue.shared,
         )
         self.counters["lost_on_start"] += lost
 
@@ -156,6 +173,8 @@ class Engine(GroupControl, OutputServing):
         for task in live:
             if task.record.pgid is not None:
                 process.kill_group_now(task.record.pgid)
+        if self.cluster is not None:
+            await self.cluster.stop()
         await asyncio.to_thread(self.writer.stop)
         if self._opened:
             await self.store.flush()
@@ -238,7 +257,7 @@ class Engine(GroupControl, OutputServing):
                     f"{label} {value} exceeds max_timeout {s.max_timeout}",
                     {"max_timeout": s.max_timeout},
                 )
-        self.queue.check_capacity()
+        await self.queue.check_capacity()
         record = TaskRecord(
             task_id=new_task_id(),
             command=spec.command,
@@ -252,7 +271,7 @@ class Engine(GroupControl, OutputServing):
         )
         for hook in self.pre_execute:
             await hook(record)  # raises ProtocolError(HOOK_REJECTED) to refuse
-        self.queue.check_capacity()  # again: others may have come in while the hooks ran
+        await self.queue.check_capacity()  # again: others may have come in while the hooks ran
         task = RunningTask(record, spec, self.log_dir)
         if subscriber is not None:
             if subscriber.hold_new_tasks:
@@ -264,11 +283,24 @@ class Engine(GroupControl, OutputServing):
             record.extra.update(held)
             self.store.save(record)
             self._in_background(self._admit_after_gate(task))
-        elif self.queue.admit(task):
+            return record
+        admission = await self.queue.admit(task)
+        if admission is Admission.START:
             await self._to_the_end(self._start_guarded(task))
-        else:
+        elif admission is Admission.WAIT:
             self.store.save(record)
+        else:  # the shared queue has it (and its record): the node that takes it runs it
+            self._live.pop(record.task_id, None)
         return record
+
+    async def run_taken(
+        self, record: TaskRecord, spec: TaskSpec, subscribers: Iterable[Subscriber] = ()
+    ) -> None:
+        """Start a task taken from a shared queue (cluster mode), its slot already counted."""
+        task = RunningTask(record, spec, self.log_dir)
+        task.subscribers.update(subscribers)
+        self._live[record.task_id] = task
+        await self._to_the_end(self._start_guarded(task))
 
     async def _admit_after_gate(self, task: RunningTask) -> None:
         """Issue 16: wait for the task's gate, then queue it like any new task."""
@@ -281,10 +313,13 @@ class Engine(GroupControl, OutputServing):
             task.record.extra.pop(key, None)
         if task.final_status is not None or self._closing:
             return  # cancelled while held
-        if self.queue.admit(task):
+        admission = await self.queue.admit(task)
+        if admission is Admission.START:
             await self._start_guarded(task)
-        else:
+        elif admission is Admission.WAIT:
             self.store.save(task.record)
+        else:  # the shared queue has it now
+            self._live.pop(task.task_id, None)
 
     async def _start(self, task: RunningTask) -> None:
         rec = task.record
@@ -371,6 +406,8 @@ class Engine(GroupControl, OutputServing):
     def _on_output(self, task: RunningTask, stream: Stream, data: bytes) -> None:
         out = task.streams[stream]
         chunk = out.append(data)
+        if self.output_sink is not None:
+            self.output_sink.append(task.task_id, stream, out.offset - len(data), data)
         task.last_output = time.monotonic()
         if self.writer.throttled and not task.reading_paused:
             self._pause_reading(task)
@@ -497,6 +534,8 @@ class Engine(GroupControl, OutputServing):
                 await hook(rec)
             except Exception:
                 log.exception("post_execute hook failed for task %s", rec.task_id)
+        if self.output_sink is not None:
+            await self.output_sink.finish(rec.task_id)  # every byte readable before "completed"
         self.store.save(rec)
         params = rec.completed_params()
         task.emit(Notification.COMPLETED, params)

@@ -235,45 +235,93 @@ class Subscriber:
             self._queued_bytes -= ev.weight
         return ev
 
-    def read_back(self) -> Event | None:
-        """The next chunk a cursor that fell behind missed, read from its log; a cursor
-        that reaches the live end rejoins live delivery. None when no cursor can move."""
+    def _next_read(self) -> tuple[Cursor, int, int] | None:
+        """The next cursor that fell behind and can move (round robin), with the live end
+        and how many bytes to read; a cursor that reached the live end rejoins live
+        delivery on the way. None when no cursor can move."""
         for key, cur in list(self._lagging.items()):
-            # Round robin: the next call serves the next cursor that fell behind.
             del self._lagging[key]
             self._lagging[key] = cur
-            log = cur.log
-            end = log.notify_end
+            end = cur.log.notify_end
             if cur.pos >= end:
-                if cur.pos == end or log.closed:
+                if cur.pos == end or cur.log.closed:
                     self._caught_up(cur)
                 continue  # past the live end: wait until the output reaches it
-            data = log.read(cur.pos, min(CATCH_UP_BYTES, end - cur.pos))
-            if data is None:  # lost to a failed log write: say so, move on
-                lost_to = log.notify_end if log.failed_at is None else log._base
-                lost_to = max(min(lost_to, end), cur.pos + 1)
-                ev = Event(
-                    Notification.DROPPED,
-                    {
-                        "task_id": cur.task_id,
-                        "stream": cur.stream.value,
-                        "from_offset": cur.pos,
-                        "to_offset": lost_to,
-                    },
-                )
-                self.dropped_bytes += lost_to - cur.pos
-                cur.pos = lost_to
-                return ev
-            if not data:
-                continue
-            if cur.pos + len(data) < end:
-                cut = incomplete_utf8_tail(data)
-                if cut and cut < len(data):
-                    data = data[:-cut]
-            ev = output_event(cur.task_id, cur.stream, cur.pos, data)
-            cur.pos += len(data)
-            return ev
+            return cur, end, min(CATCH_UP_BYTES, end - cur.pos)
         return None
+
+    def _read_event(self, cur: Cursor, end: int, data: bytes | None) -> Event | None:
+        """The event for what a cursor read from `cur.pos` (None: nothing to send)."""
+        log = cur.log
+        if data is None:  # lost to a failed log write: say so, move on
+            lost_to = log.notify_end if log.failed_at is None else log._base
+            lost_to = max(min(lost_to, end), cur.pos + 1)
+            ev = Event(
+                Notification.DROPPED,
+                {
+                    "task_id": cur.task_id,
+                    "stream": cur.stream.value,
+                    "from_offset": cur.pos,
+                    "to_offset": lost_to,
+                },
+            )
+            self.dropped_bytes += lost_to - cur.pos
+            cur.pos = lost_to
+            return ev
+        if not data:
+            return None
+        if cur.pos + len(data) < end:
+            cut = incomplete_utf8_tail(data)
+            if cut and cut < len(data):
+                data = data[:-cut]
+        ev = output_event(cur.task_id, cur.stream, cur.pos, data)
+        cur.pos += len(data)
+        return ev
+
+    def read_back_now(self) -> Event | None:
+        """`read_back` for logs on this host, whose reads do not wait (in-process callers)."""
+        for _ in range(len(self._lagging)):
+            job = self._next_read()
+            if job is None:
+                return None
+            cur, end, n = job
+            ev = self._read_event(cur, end, cur.log.read(cur.pos, n))
+            if ev is not None:
+                return ev
+        return None
+
+    async def read_back(self) -> Event | None:
+        """The next chunk a cursor that fell behind missed, read from its log (a local
+        file, or in a cluster a Redis stream: `aread`); a cursor that reaches the live end
+        rejoins live delivery. None when no cursor can move."""
+        for _ in range(len(self._lagging)):
+            job = self._next_read()
+            if job is None:
+                return None
+            cur, end, n = job
+            pos = cur.pos
+            data = await cur.log.aread(pos, n)
+            if self._cursors.get((cur.task_id, cur.stream)) is not cur or cur.pos != pos:
+                continue  # forgotten or moved while the read waited
+            ev = self._read_event(cur, end, data)
+            if ev is not None:
+                return ev
+        return None
+
+    def position(self, task_id: str, stream: Stream) -> int | None:
+        """Where this subscriber's cursor in a stream is (None: not following it)."""
+        cur = self._cursors.get((task_id, stream))
+        return None if cur is None else cur.pos
+
+    def fall_behind(self, task_id: str, stream: Stream) -> None:
+        """Read the rest of a stream from its log rather than from live events (a remote
+        log whose end became known at once: its task completed)."""
+        key = (task_id, stream)
+        cur = self._cursors.get(key)
+        if cur is not None and not cur.behind:
+            cur.behind = True
+            self._lagging[key] = cur
+            self._wakeup.set()
 
     def _caught_up(self, cur: Cursor) -> None:
         cur.behind = False
@@ -292,7 +340,7 @@ class Subscriber:
             if self._closed:
                 raise SubscriberClosed
             self._wakeup.clear()
-            ev = self.read_back()
+            ev = await self.read_back() if self._lagging else None
             if ev is not None:
                 return ev
             if self._queue:
@@ -324,5 +372,5 @@ class CallbackSubscriber(Subscriber):
     def follow(self, task_id: str, stream: Stream, log: OutputLog, pos: int | None) -> None:
         super().follow(task_id, stream, log, pos)
         # No reader task drains it: read what it missed back now, then go live.
-        while (ev := self.read_back()) is not None:
+        while (ev := self.read_back_now()) is not None:
             self._deliver(ev)

@@ -1,7 +1,8 @@
 """Build an engine and its parts from Settings: the one place that chooses them.
 
-Today every part is the single-host one (SQLite store, in-memory queue, in-process bus);
-a shared store, queue and bus for several hosts are chosen here too.
+On a single host: the SQLite store, the in-memory queue and the in-process bus. With
+`redis_url` set, the node's cluster parts (cc_executor/cluster): the Redis store, the
+cluster-wide queue, the Redis bus and a Redis stream per task stream for its output.
 """
 
 from __future__ import annotations
@@ -14,6 +15,13 @@ from cc_executor.engine.store import SqliteTaskStore
 
 
 def build_engine(settings: Settings) -> Engine:
+    if settings.redis_url:
+        from cc_executor.cluster.node import ClusterNode
+
+        node = ClusterNode(settings)
+        engine = Engine(settings, store=node.store, queue=node.queue, bus=node.bus)
+        node.attach(engine)
+        return engine
     return Engine(
         settings,
         store=SqliteTaskStore(settings.db_path),

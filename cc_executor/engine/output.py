@@ -21,6 +21,9 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
+
+from cc_executor.protocol import Stream
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,16 @@ def encode_data(data: bytes) -> tuple[str, str | None]:
 def _resolve(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
+
+
+class OutputSink(Protocol):
+    """Where a copy of every chunk goes as the loop reads it (cluster mode: a Redis stream
+    per task stream, so any node can read it)."""
+
+    def append(self, task_id: str, stream: Stream, offset: int, data: bytes) -> None: ...
+
+    async def finish(self, task_id: str) -> None:
+        """Until the task's chunks are all delivered (or given up on): before `completed`."""
 
 
 class LogWriter:
@@ -271,6 +284,10 @@ class OutputLog:
             self._fd = None
 
     # ------------------------------------------------------------ readers
+
+    async def aread(self, start: int, limit: int) -> bytes | None:
+        """`read` for a cursor's reader: a local log reads at once (no thread, no wait)."""
+        return self.read(start, limit)
 
     def read(self, start: int, limit: int) -> bytes | None:
         """Up to `limit` bytes from `start` (fewer at the end); None if the range starts in

@@ -36,12 +36,18 @@ async def recover(
     log_path: Callable[[str, Stream], Path],
     node: str,
     recover_hooks: Callable[[Mapping[str, TaskRecord]], Awaitable[None]],
+    owns_unassigned: bool = True,
 ) -> int:
-    """Mark this node's unfinished records lost/cancelled; returns how many were lost."""
+    """Mark this node's unfinished records lost/cancelled; returns how many were lost.
+
+    `owns_unassigned`: a record with no node is this engine's queued task. Not so in a
+    cluster, where it waits in the shared queue for any node (cc_executor/cluster/queue.py).
+    """
+    mine = (None, node) if owns_unassigned else (node,)
     stale = [
         r
         for r in await store.list(limit=1_000_000, statuses=_UNFINISHED)
-        if not store.shared or r.node in (None, node)
+        if not store.shared or r.node in mine
     ]
     # Groups spawned just before a crash may be missing from the store, or still
     # `queued` there: the spawn journal knows them (see engine/journal.py).
@@ -57,6 +63,10 @@ async def recover(
         if known is None:
             stored = await store.get(spawned.task_id)
             if stored is not None and stored.status.is_final:
+                if stored.status == TaskStatus.LOST and spawned.pgid and spawned.pid:
+                    # Declared lost by another node while this one was gone (a cluster):
+                    # the record stays as it is; what is left of its group goes.
+                    process.reap_stale_group(spawned.pgid, spawned.pid, spawned.start_ticks)
                 continue
         spawned.status = TaskStatus.RUNNING  # spawned, or being spawned, at the crash
         spawned.node = node

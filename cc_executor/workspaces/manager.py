@@ -86,9 +86,10 @@ class Workspaces:
             keep=req["keep"],
         )
         try:
-            # The engine checks capacity once more right after its last hook (this one),
-            # with no await between: refuse here, where the worktree can still be undone.
-            self.engine.queue.check_capacity()
+            # The engine checks capacity once more right after its last hook (this one):
+            # refuse here, where the worktree can still be undone. (The local queue's
+            # check does not wait; a cluster's may ask Redis.)
+            await self.engine.queue.check_capacity()
         except BaseException:
             await asyncio.shield(self.discard(ws))
             raise

@@ -10,7 +10,7 @@ import pytest
 from cc_executor.config import Settings
 from cc_executor.engine import Engine, SqliteTaskStore, TaskRecord, TaskSpec, command_env, process
 from cc_executor.engine.lifecycle import InvalidTransition, can_transition, transition
-from cc_executor.engine.queue import LocalTaskQueue
+from cc_executor.engine.queue import Admission, LocalTaskQueue
 from cc_executor.protocol import ErrorCode, ProtocolError, TaskStatus
 
 
@@ -29,13 +29,13 @@ def test_the_lifecycle_allows_only_forward_moves() -> None:
         transition(queued, TaskStatus.PAUSED)
 
 
-def test_the_queue_counts_slots_and_refuses_past_capacity() -> None:
+async def test_the_queue_counts_slots_and_refuses_past_capacity() -> None:
     q: LocalTaskQueue[str] = LocalTaskQueue(max_running=2, max_waiting=1)
-    assert q.admit("a") and q.admit("b")
-    assert not q.admit("c")  # waits
+    assert await q.admit("a") is Admission.START and await q.admit("b") is Admission.START
+    assert await q.admit("c") is Admission.WAIT
     assert len(q) == 1 and q.running == 2
     with pytest.raises(ProtocolError) as err:
-        q.check_capacity()
+        await q.check_capacity()
     assert err.value.code == ErrorCode.CAPACITY_EXCEEDED
     assert q.next_startable() is None  # no free slot
     q.release()

@@ -1,0 +1,44 @@
+"""Sessions across nodes: a session's turns run on the node that holds its transcript,
+from whichever node they are sent; if that node is gone, the next turn says so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .support import client
+
+FAKE_CLAUDE = Path(__file__).parent.parent / "fake_claude" / "claude"
+
+
+async def test_a_session_is_driven_from_any_node_and_runs_where_it_lives(
+    nodes: Any, tmp_path: Path
+) -> None:
+    state = tmp_path / "fake-claude-state"
+    state.mkdir()
+    env = {"CC_EXECUTOR_CLAUDE_BIN": str(FAKE_CLAUDE), "FAKE_CLAUDE_STATE_DIR": str(state)}
+    a, b = await nodes("node-a", **env), await nodes("node-b", **env)
+    async with client(b) as cb:
+        s = await cb.result("session.create", {"working_dir": str(tmp_path), "name": "keeper"})
+        assert s["node"] == "node-b"
+    async with client(a) as ca:
+        first = await ca.result(
+            "session.send", {"session_id": s["session_id"], "message": "hello", "wait": True}
+        )
+        second = await ca.result(
+            "session.send", {"session_id": "keeper", "message": "again", "wait": True}
+        )
+        for turn in (first, second):
+            assert (await ca.result("status", {"task_id": turn["task_id"]}))["node"] == "node-b"
+        status = await ca.result("session.status", {"session_id": "keeper"})
+        assert status["node"] == "node-b" and status["session_id"] == s["session_id"]
+        listed = await ca.result("session.list", {})
+        assert [(x["session_id"], x["node"]) for x in listed["sessions"]] == [
+            (s["session_id"], "node-b")
+        ]
+        b.stop()
+        gone = await ca.call(
+            "session.send", {"session_id": "keeper", "message": "still there?", "wait": True}
+        )
+        assert gone["error"]["code"] == -32000, gone
+        assert "node-b" in gone["error"]["message"] and "transcript" in gone["error"]["message"]
