@@ -32,13 +32,13 @@ from cc_executor.engine.lifecycle import transition
 from cc_executor.engine.records import TaskRecord
 from cc_executor.engine.task import TaskSpec
 from cc_executor.protocol import (
-    PARAMS,
     ExecuteClaudeParams,
     ExecuteParams,
     Notification,
     ProtocolError,
     TaskStatus,
 )
+from cc_executor.protocol_families import PARAMS
 
 if TYPE_CHECKING:
     from cc_executor.engine.engine import Engine

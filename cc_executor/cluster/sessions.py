@@ -15,7 +15,8 @@ import orjson
 
 from cc_executor.cluster import keys
 from cc_executor.jsonrpc import Handler, Route
-from cc_executor.protocol import ErrorCode, Method, ProtocolError, SessionListParams
+from cc_executor.protocol import ErrorCode, Method, ProtocolError
+from cc_executor.protocol_families import SessionListParams
 
 if TYPE_CHECKING:
     from cc_executor.cluster.node import ClusterNode

@@ -6,10 +6,10 @@ from cc_executor.engine.engine import (
     RunningTask,
     TaskObserver,
     TaskSpec,
-    command_env,
 )
 from cc_executor.engine.events import CallbackSubscriber, Event, Subscriber, SubscriberClosed
 from cc_executor.engine.factory import build_engine
+from cc_executor.engine.process import command_env
 from cc_executor.engine.records import TaskRecord
 from cc_executor.engine.store import SqliteTaskStore, TaskStore
 

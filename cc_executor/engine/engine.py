@@ -578,28 +578,6 @@ class Engine(GroupControl, OutputServing):
         self.bus.unlisten(subscriber)
 
 
-_env_cache: tuple[dict[bytes, bytes], dict[str, str]] | None = None
-
-
-def command_env(extra: dict[str, str] | None) -> dict[str, str]:
-    """This process's environment plus `extra`, for a child.
-
-    Decoding os.environ costs ~1 us a variable, on every spawn: the decoded copy is kept
-    while the raw environment (os.environ._data, a plain dict) compares equal.
-    """
-    global _env_cache
-    raw: dict[bytes, bytes] | None = getattr(os.environ, "_data", None)
-    if raw is None:
-        env = dict(os.environ)
-    else:
-        if _env_cache is None or _env_cache[0] != raw:
-            _env_cache = (dict(raw), dict(os.environ))
-        env = dict(_env_cache[1])
-    if extra:
-        env.update(extra)
-    return env
-
-
 def _spawned(rec: TaskRecord) -> tuple[int, float] | None:
     """harden: the leader's pid and spawn time (process.end_tagged looks at later pids)."""
     if rec.pid is None or rec.started_at is None:
