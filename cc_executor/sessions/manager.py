@@ -290,7 +290,11 @@ class SessionManager:
             self.store.save_session(sender)
             self.store.save_session(s)
             extra["message_id"] = msg.message_id
-        return {**await self._reply(s, p, wait, timeout), **extra}
+        reply = {**await self._reply(s, p, wait, timeout), **extra}
+        # An acknowledged turn is on disk before the reply: a crash right after it finds
+        # the turn (and settles it) instead of losing it.
+        await self.store.flush()
+        return reply
 
     async def _reply(
         self, s: Session, p: TurnHandle, wait: bool, timeout: float | None
