@@ -16,6 +16,7 @@ session) on another node served by the owner, so every method works on every nod
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -97,10 +98,20 @@ class _Routes:
         s, n = await self.c.redis.hmget(keys.task(task_id), ["s", "n"])
         status, node = (s.decode() if s else None), (n.decode() if n else None)
         if node is not None and status in ("running", "paused"):
-            self._owners[task_id] = node  # a started task never moves
-            while len(self._owners) > _OWNERS_KEPT:
-                self._owners.popitem(last=False)
+            self._remember(task_id, node)
         return status, node
+
+    def _remember(self, task_id: str, node: str) -> None:
+        """A started task never moves: its node answers for it from now on."""
+        self._owners[task_id] = node
+        while len(self._owners) > _OWNERS_KEPT:
+            self._owners.popitem(last=False)
+
+    def _elsewhere(self, task_id: str) -> str | None:
+        """The other node known to run (or have run) this task: ask it, not Redis, whose
+        copy of its record may lag (records are written in the background)."""
+        node = self._owners.get(task_id)
+        return node if node != self.c.node else None
 
     # ------------------------------------------------------------ execute
 
@@ -134,6 +145,7 @@ class _Routes:
             )
         with conn.start_slot():
             res: dict[str, Any] = await self.c.rpc.call(node, method, params)
+        self._remember(res["task_id"], node)
         sub = conn.subscriber
         if sub.hold_new_tasks:
             sub.hold(res["task_id"])  # its events follow this reply
@@ -191,7 +203,10 @@ class _Routes:
         base = self.base[str(Method.STATUS)]
         if p.task_id is not None:
             if conn.engine.live_task(p.task_id) is None:
-                status, owner = await self._owner(p.task_id)
+                owner = self._elsewhere(p.task_id)
+                status = "running" if owner else None
+                if owner is None:
+                    status, owner = await self._owner(p.task_id)
                 if owner and owner != self.c.node and status in ("running", "paused"):
                     try:
                         return await self._forward(owner, Method.STATUS, p)
@@ -213,11 +228,18 @@ class _Routes:
         base = self.base[str(Method.OUTPUT)]
         if conn.engine.live_task(p.task_id) is not None:
             return await base(conn, p)
+        known = self._elsewhere(p.task_id)
+        if known is not None:
+            try:
+                return await self._forward(known, Method.OUTPUT, p)
+            except ProtocolError as exc:
+                if exc.code != ErrorCode.SERVICE_UNAVAILABLE:
+                    raise  # gone: what Redis holds is served below
         rec = await conn.engine.get(p.task_id)
         owner = rec.node
         if owner is None or owner == self.c.node:
             return await base(conn, p)
-        if not rec.status.is_final:
+        if not rec.status.is_final and known is None:
             try:
                 return await self._forward(owner, Method.OUTPUT, p)
             except ProtocolError as exc:
@@ -245,9 +267,16 @@ class _Routes:
         base = self.base[str(Method.SUBSCRIBE)]
         if conn.engine.live_task(p.task_id) is not None:
             return await base(conn, p)
-        rec = await conn.engine.get(p.task_id)  # TASK_NOT_FOUND
-        if rec.node == self.c.node:
+        known = self._elsewhere(p.task_id)
+        rec: dict[str, Any] | None = None
+        if known is not None:  # its node has the latest record
+            with contextlib.suppress(ProtocolError):
+                rec = await self.c.rpc.call(known, str(Method.STATUS), {"task_id": p.task_id})
+        if rec is None:
+            rec = (await conn.engine.get(p.task_id)).to_dict()  # TASK_NOT_FOUND
+        if rec["node"] == self.c.node:
             return await base(conn, p)
+        conn.admit_subscription(p.task_id)
         offsets = {
             stream: pos
             for stream, pos in (
@@ -257,12 +286,7 @@ class _Routes:
             if pos is not None
         }
         await self.c.followers.follow(p.task_id, conn.subscriber, offsets)
-        return {
-            "task_id": rec.task_id,
-            "status": str(rec.status),
-            "stdout_bytes": rec.stdout_bytes,
-            "stderr_bytes": rec.stderr_bytes,
-        }
+        return {k: rec[k] for k in ("task_id", "status", "stdout_bytes", "stderr_bytes")}
 
     async def unsubscribe(self, conn: Conn, p: UnsubscribeParams) -> Any:
         if self.c.followers.unfollow(p.task_id, conn.subscriber):
