@@ -93,7 +93,7 @@ async def fast_client(rounds: int, nbytes: int) -> Row:
                     else:
                         svc_s.append(await client_stream(client, argv, nbytes))
     finally:
-        await svc.stop()
+        await svc.stop_async()
         shutil.rmtree(data_dir, ignore_errors=True)
     ratios = [r / s for r, s in zip(raw_s, svc_s, strict=True)]
     ratio = statistics.median(ratios)
@@ -164,14 +164,14 @@ async def slow_client(rounds: int, nbytes: int) -> list[Row]:
                 h = await ctl.execute(argv, keep_events=False)
                 await h.wait(60)
                 bare.append((await ctl.status(h.task_id))["duration_s"])
-                before = vm_status(svc.pid, b"VmHWM")[b"VmHWM"]
+                before = vm_status(svc.pid, "VmHWM")["VmHWM"]
                 task_id, got = await slow_reader(svc.url, svc.token, argv, rate)
                 rec = await ctl.status(task_id)
                 durations.append(rec["duration_s"])
-                growths.append(vm_status(svc.pid, b"VmHWM")[b"VmHWM"] - before)
+                growths.append(vm_status(svc.pid, "VmHWM")["VmHWM"] - before)
                 ok = ok and got == nbytes and rec["stdout_bytes"] == nbytes
         finally:
-            await svc.stop()
+            await svc.stop_async()
             shutil.rmtree(data_dir, ignore_errors=True)
     worst = max(durations)
     rows.append(

@@ -365,14 +365,23 @@ def tagged_processes(
         return found
     me = os.getpid()
     since = _pids_since(after)
-    for entry in os.scandir(_PROC):
-        if entry.name.isdigit() and int(entry.name) != me:
-            pid = int(entry.name)
-            if since is not None and not since[0] < pid <= since[1]:
-                continue
-            if _matches(tag_of(pid), wanted, exact) and _alive(pid) and not reaper.is_tracked(pid):
-                found.add(pid)
+    candidates: Iterable[int]
+    if since is not None and since[1] - since[0] <= _PROBE_PIDS_MAX:
+        # A few pids given out since the spawn: probing each is far cheaper than a scan.
+        candidates = range(since[0] + 1, since[1] + 1)
+    else:
+        candidates = (int(e.name) for e in os.scandir(_PROC) if e.name.isdigit())
+        if since is not None:
+            candidates = (pid for pid in candidates if since[0] < pid <= since[1])
+    for pid in candidates:
+        if pid == me:
+            continue
+        if _matches(tag_of(pid), wanted, exact) and _alive(pid) and not reaper.is_tracked(pid):
+            found.add(pid)
     return found
+
+
+_PROBE_PIDS_MAX = 512  # past this many pids since the spawn, one scandir of /proc is cheaper
 
 
 _RECENT_SPAWN_S = 1.0
