@@ -365,6 +365,9 @@ class Engine(GroupControl, OutputServing):
             transport, _ = await loop.connect_read_pipe(
                 functools.partial(PipeReader, self, task, stream), pipe
             )
+            # Read as much as the pipe holds (1 MiB, process.PIPE_BYTES) in one go: a
+            # quarter of the chunks, so of the per-chunk work, of asyncio's 256 KiB.
+            transport.max_size = process.PIPE_BYTES  # type: ignore[attr-defined]
             task.transports.append(transport)
         if rec.timeout is not None:
             task.timers.append(loop.call_later(rec.timeout, self._on_timeout, task, "timeout"))

@@ -38,6 +38,10 @@ PR_SET_CHILD_SUBREAPER = 36
 _tracked: weakref.WeakValueDictionary[int, subprocess.Popen[bytes]] = weakref.WeakValueDictionary()
 _lock = threading.Lock()  # a spawn and its registration happen as one, for a reaper
 _subreaper = False
+# The threads whose children may be ours: the main thread (where orphans, and the children
+# of threads that end, are handed), and every thread that spawned. Reading only their
+# `children` files spares a listdir and a read per thread of this process per look.
+_parent_threads: set[int] = set()
 
 
 @contextlib.contextmanager
@@ -47,6 +51,7 @@ def spawning() -> Iterator[weakref.WeakValueDictionary[int, subprocess.Popen[byt
     (A child can exit before `Popen()` returns; unregistered, it would look like an orphan.)
     """
     with _lock:
+        _parent_threads.add(threading.get_native_id())
         yield _tracked
 
 
@@ -91,10 +96,25 @@ def children(pid: int) -> list[int]:
     return out
 
 
+def own_children() -> list[int]:
+    """The direct children of this process (see `_parent_threads`)."""
+    me = os.getpid()
+    out: list[int] = []
+    for tid in {me, *_parent_threads}:
+        try:
+            with open(f"/proc/{me}/task/{tid}/children", "rb") as f:
+                out.extend(int(p) for p in f.read().split())
+        except FileNotFoundError:
+            _parent_threads.discard(tid)  # that thread ended: its children went to another
+        except (OSError, ValueError):
+            continue
+    return out
+
+
 def orphans() -> list[int]:
     """Children of this process that it did not spawn: orphans of its descendants."""
     with _lock:
-        return [pid for pid in children(os.getpid()) if not is_tracked(pid)]
+        return [pid for pid in own_children() if not is_tracked(pid)]
 
 
 def _state(pid: int) -> str:
