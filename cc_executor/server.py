@@ -320,10 +320,23 @@ class ExecutorService:
         try:
             while True:
                 ev = await sub.get()
-                # Text frames: JSON-RPC is text; orjson already gave us UTF-8 bytes.
-                await ws.send(ev.frame(), text=True)
-                if isinstance(ev, _Reply):
-                    ev.on_sent()
+                batch, size = [ev], len(ev.frame())
+                # Small frames queued already go out with it: one write, so one wake-up of
+                # the client (a reply and its task's `process.started` come together).
+                # Bounded, so that TCP's back-pressure still reaches us every 256 KiB.
+                while len(batch) < _FRAMES_PER_WRITE and size < _JOIN_MAX_BYTES:
+                    more = sub.get_nowait()
+                    if more is None:
+                        break
+                    batch.append(more)
+                    size += len(more.frame())
+                async with ws.send_context():
+                    for ev in batch:
+                        # Text frames: JSON-RPC is text; orjson already gave us UTF-8 bytes.
+                        ws.protocol.send_text(ev.frame())
+                for ev in batch:
+                    if isinstance(ev, _Reply):
+                        ev.on_sent()
         except (SubscriberClosed, ConnectionClosed):
             pass
 
@@ -406,7 +419,19 @@ def _guarded_connection(slots: door.HandshakeSlots) -> type[ServerConnection]:
             slots.done(self)
             super().connection_lost(exc)
 
+        def send_data(self) -> None:
+            # Frames queued together leave in one write (one send, one wake-up of the
+            # peer) unless they are large, where joining them would cost a copy.
+            writes = self.protocol.writes
+            if len(writes) > 1 and all(writes) and sum(map(len, writes)) <= _JOIN_MAX_BYTES:
+                writes[:] = [b"".join(writes)]
+            super().send_data()
+
     return GuardedConnection
+
+
+_FRAMES_PER_WRITE = 64
+_JOIN_MAX_BYTES = 256 * 1024
 
 
 class _Reply(Event):
