@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import os
 import platform
 import shutil
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +119,44 @@ def print_table(rows: Sequence[Row]) -> None:
         print(line(c))
 
 
+Bench = Callable[[], Coroutine[object, object, list[Row]]]
+
+
+async def run_benches(plan: Sequence[tuple[str, Bench]], only: str | None) -> list[Row]:
+    """Run the benchmarks of `plan` named in `only` (comma-separated; None: all), in order,
+    printing each one's rows as it ends. One that raises gives an ERROR row; the others
+    still run."""
+    names = {name for name, _ in plan}
+    wanted = set(only.split(",")) if only else names
+    unknown = wanted - names
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    rows: list[Row] = []
+    for name, bench in plan:
+        if name not in wanted:
+            continue
+        t0 = time.perf_counter()
+        print(f"running {name} ...", flush=True)
+        try:
+            got = await bench()
+        except Exception as exc:  # keep the other figures; say what broke
+            got = [Row(name, f"ERROR: {type(exc).__name__}: {exc}"[:100], "-", "-", False)]
+        for r in got:
+            print(f"  {r.benchmark}: {r.measured} | raw {r.baseline} | {r.result}", flush=True)
+        print(f"  ({time.perf_counter() - t0:.1f} s, load {load_average()})", flush=True)
+        rows.extend(got)
+    return rows
+
+
+def report(rows: Sequence[Row]) -> int:
+    """The closing table; the exit status: 1 when a target failed."""
+    logging.shutdown()
+    print()
+    print_table(rows)
+    print(f"\nload average at the end: {load_average()}")
+    return 0 if all(r.ok is not False for r in rows) else 1
+
+
 def vm_rss_bytes(pid: int) -> int:
     """VmRSS of a process, in bytes (0 if gone)."""
     return vm_status(pid, "VmRSS").get("VmRSS", 0)
@@ -152,6 +192,7 @@ async def service_process(**env: str) -> AsyncIterator[ServiceProcess]:
 __all__ = [
     "MB",
     "ROOT",
+    "Bench",
     "Row",
     "ServiceProcess",
     "free_port",
@@ -164,6 +205,8 @@ __all__ = [
     "percentile",
     "print_machine_info",
     "print_table",
+    "report",
+    "run_benches",
     "scratch_dir",
     "service_process",
     "vm_rss_bytes",

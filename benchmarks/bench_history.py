@@ -23,22 +23,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import logging
 import os
 import statistics
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any
 
 import orjson
 from _common import (
+    Bench,
     Row,
     ServiceProcess,
     load_average,
     ms,
     percentile,
     print_machine_info,
-    print_table,
+    report,
+    run_benches,
     service_process,
 )
 from websockets.asyncio.client import connect
@@ -161,26 +160,11 @@ BENCHES = ("status", "throughput")
 
 
 async def run(args: argparse.Namespace) -> list[Row]:
-    only = set(args.only.split(",")) if args.only else set(BENCHES)
-    unknown = only - set(BENCHES)
-    if unknown:
-        raise SystemExit(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
-    plan: list[tuple[str, Callable[[], Coroutine[Any, Any, list[Row]]]]] = [
+    plan: list[tuple[str, Bench]] = [
         ("status", lambda: bench_status(args.records, args.samples)),
         ("throughput", lambda: bench_throughput(args.tasks, args.block)),
     ]
-    rows: list[Row] = []
-    for name, bench in plan:
-        if name not in only:
-            continue
-        t0 = time.perf_counter()
-        print(f"running {name} ...", flush=True)
-        got = await bench()
-        for r in got:
-            print(f"  {r.benchmark}: {r.measured} | {r.result}", flush=True)
-        print(f"  ({time.perf_counter() - t0:.1f} s, load {load_average()})", flush=True)
-        rows.extend(got)
-    return rows
+    return await run_benches(plan, args.only)
 
 
 def main() -> int:
@@ -193,12 +177,7 @@ def main() -> int:
     args = p.parse_args()
     print_machine_info()
     print()
-    rows = asyncio.run(run(args))
-    logging.shutdown()
-    print()
-    print_table(rows)
-    print(f"\nload average at the end: {load_average()}")
-    return 0 if all(r.ok is not False for r in rows) else 1
+    return report(asyncio.run(run(args)))
 
 
 if __name__ == "__main__":

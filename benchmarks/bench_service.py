@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 import sys
@@ -38,13 +37,14 @@ from typing import Any
 import orjson
 from _common import (
     MB,
+    Bench,
     Row,
     live_members,
-    load_average,
     ms,
     percentile,
     print_machine_info,
-    print_table,
+    report,
+    run_benches,
     scratch_dir,
     service_process,
     vm_rss_bytes,
@@ -444,12 +444,8 @@ BENCHES = ("throughput", "spawn", "control", "concurrent", "rss")
 
 
 async def run(args: argparse.Namespace) -> list[Row]:
-    only = set(args.only.split(",")) if args.only else set(BENCHES)
-    unknown = only - set(BENCHES)
-    if unknown:
-        raise SystemExit(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     quick = args.quick
-    plan: list[tuple[str, Callable[[], Coroutine[Any, Any, list[Row]]]]] = [
+    plan: list[tuple[str, Bench]] = [
         ("throughput", lambda: bench_throughput(100 if quick else 500)),
         ("throughput", lambda: bench_throughput(100 if quick else 500, separate=True)),
         ("spawn", lambda: bench_spawn(args.n)),
@@ -457,21 +453,7 @@ async def run(args: argparse.Namespace) -> list[Row]:
         ("concurrent", lambda: bench_concurrent(500)),
         ("rss", lambda: bench_rss(256 if quick else 1024)),
     ]
-    rows: list[Row] = []
-    for name, bench in plan:
-        if name not in only:
-            continue
-        t0 = time.perf_counter()
-        print(f"running {name} ...", flush=True)
-        try:
-            got = await bench()
-        except Exception as exc:  # keep the other figures; say what broke
-            got = [Row(name, f"ERROR: {type(exc).__name__}: {exc}"[:100], "-", "-", False)]
-        for r in got:
-            print(f"  {r.benchmark}: {r.measured} | raw {r.baseline} | {r.result}", flush=True)
-        print(f"  ({time.perf_counter() - t0:.1f} s, load {load_average()})", flush=True)
-        rows.extend(got)
-    return rows
+    return await run_benches(plan, args.only)
 
 
 def main() -> int:
@@ -482,12 +464,7 @@ def main() -> int:
     args = p.parse_args()
     print_machine_info()
     print()
-    rows = asyncio.run(run(args))
-    logging.shutdown()
-    print()
-    print_table(rows)
-    print(f"\nload average at the end: {load_average()}")
-    return 0 if all(r.ok is not False for r in rows) else 1
+    return report(asyncio.run(run(args)))
 
 
 if __name__ == "__main__":

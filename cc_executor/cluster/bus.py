@@ -22,19 +22,21 @@ import orjson
 from cc_executor.cluster import keys
 from cc_executor.cluster.connection import Redis, forever
 from cc_executor.cluster.follow import Followers
-from cc_executor.engine.events import Event, Subscriber
+from cc_executor.engine.bus import LocalEventBus
+from cc_executor.engine.events import Subscriber
 
 log = logging.getLogger(__name__)
 
 
-class RedisEventBus:
-    """An `EventBus` shared by every node of the cluster."""
+class RedisEventBus(LocalEventBus):
+    """An `EventBus` shared by every node of the cluster: what is published goes through
+    Redis; what comes from Redis is delivered to this process's listeners."""
 
     def __init__(self, redis: Redis, node: str, followers: Followers) -> None:
+        super().__init__()
         self.redis = redis
         self.node = node
         self.followers = followers
-        self.listeners: set[Subscriber] = set()
         self._outbox: asyncio.Queue[bytes] | None = None
         self.on_queue_wake: Callable[[], None] = lambda: None
         self.on_reconnect: Callable[[], Any] = lambda: None
@@ -53,12 +55,9 @@ class RedisEventBus:
                 return
             await asyncio.sleep(0.01)
 
-    def listen(self, subscriber: Subscriber) -> None:
-        self.listeners.add(subscriber)
-
     def unlisten(self, subscriber: Subscriber) -> None:
         """The subscriber's connection closed: it listens no more and follows nothing."""
-        self.listeners.discard(subscriber)
+        super().unlisten(subscriber)
         self.followers.detach(subscriber)
 
     # ------------------------------------------------------------ loops
@@ -108,11 +107,4 @@ class RedisEventBus:
     def _dispatch(self, msg: dict[str, Any]) -> None:
         method, params, node = msg["m"], msg["p"], msg.get("n")
         self.followers.on_event(method, params, node)
-        if not self.listeners:
-            return
-        ev = Event(method, params)
-        for sub in tuple(self.listeners):
-            if sub.closed:
-                self.listeners.discard(sub)
-            else:
-                sub.push(ev)
+        self.deliver(method, params)

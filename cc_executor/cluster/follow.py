@@ -30,7 +30,7 @@ from cc_executor.cluster.connection import Redis, forever
 from cc_executor.cluster.output import OutputStreams, entry_offset
 from cc_executor.cluster.store import RedisTaskStore
 from cc_executor.engine.events import Event, Subscriber, output_event
-from cc_executor.engine.output import OutputLog, incomplete_utf8_tail
+from cc_executor.engine.output import OutputLog
 from cc_executor.protocol import Method, Notification, ProtocolError, Stream
 
 log = logging.getLogger(__name__)
@@ -64,19 +64,9 @@ class RemoteLog(OutputLog):
     def seen(self, offset: int, data: bytes) -> tuple[int, bytes] | None:
         """The tailer read a chunk from Redis: what to offer live, like OutputLog.append."""
         self.raw_end = offset + len(data)
-        if self._pending:
-            data = self._pending + data
-        cut = incomplete_utf8_tail(data)
-        if cut:
-            self._pending = data[-cut:]
-            data = data[:-cut]
-        elif self._pending:
-            self._pending = b""
-        if not data:
-            return None
-        start = self.notify_end
-        self.notify_end = self.offset = start + len(data)
-        return start, data
+        notify = self._whole_chars(data)
+        self.offset = self.notify_end
+        return notify
 
     def ended(self, size: int) -> None:
         """The task completed with `size` bytes here: the end is known, no more live."""

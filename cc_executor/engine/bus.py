@@ -24,6 +24,10 @@ class LocalEventBus:
         self.listeners: set[Subscriber] = set()
 
     def publish(self, method: str, params: dict[str, Any]) -> None:
+        self.deliver(method, params)
+
+    def deliver(self, method: str, params: dict[str, Any]) -> None:
+        """Hand an event to this process's listeners."""
         if not self.listeners:
             return
         ev = Event(method, params)

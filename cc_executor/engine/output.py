@@ -180,6 +180,11 @@ class OutputLog:
         self._unwritten.append(data)  # only this thread appends; the writer pops the left
         self.offset += len(data)
         self._writer.submit(self, data)
+        return self._whole_chars(data)
+
+    def _whole_chars(self, data: bytes) -> tuple[int, bytes] | None:
+        """What of a new chunk to notify: a character split across chunks is held back
+        until its last byte comes. Returns (offset, bytes), or None if all is held back."""
         if self._pending:
             data = self._pending + data
         cut = incomplete_utf8_tail(data)

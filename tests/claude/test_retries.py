@@ -11,7 +11,7 @@ import pytest
 
 from cc_executor.client import ExecutorClient
 from cc_executor.config import Settings
-from tests.support import FAKE_CLAUDE, eventually
+from tests.support import eventually
 
 pytestmark = pytest.mark.usefixtures("fake_claude_state")
 
@@ -19,15 +19,10 @@ ONCE_OVERLOADED = "FAKE_ERROR=overloaded FAKE_ERROR_TIMES=1 do the work"
 
 
 @pytest.fixture
-def settings(data_dir: Path) -> Settings:
-    return Settings(
-        data_dir=data_dir,
-        port=0,
-        kill_grace_seconds=1.0,
-        claude_bin=str(FAKE_CLAUDE),
-        log_format="text",
-        retry_backoff_seconds=0.05,
-        retry_backoff_max_seconds=0.2,
+def settings(settings: Settings) -> Settings:
+    """The suite's settings (tests/conftest.py) with short retry back-offs."""
+    return settings.model_copy(
+        update={"retry_backoff_seconds": 0.05, "retry_backoff_max_seconds": 0.2}
     )
 
 

@@ -18,17 +18,9 @@ pytestmark = pytest.mark.usefixtures("fake_claude_state")
 
 
 @pytest.fixture
-def settings(data_dir: Path) -> Settings:
-    from tests.support import FAKE_CLAUDE
-
-    return Settings(
-        data_dir=data_dir,
-        port=0,
-        kill_grace_seconds=1.0,
-        claude_bin=str(FAKE_CLAUDE),
-        log_format="text",
-        max_hot_sessions=2,
-    )
+def settings(settings: Settings) -> Settings:
+    """The suite's settings (tests/conftest.py) with room for two hot sessions."""
+    return settings.model_copy(update={"max_hot_sessions": 2})
 
 
 async def create(client: ExecutorClient, workdir: Path, **params: Any) -> str:
