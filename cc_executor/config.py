@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     node_ttl: float = Field(default=10.0, gt=0)  # heartbeat time-to-live, seconds
     output_retention_bytes: int = Field(default=64 * 1024 * 1024, ge=0)  # per task stream
+    # How long a finished task's output streams stay in Redis (0: until the task is
+    # deleted by hand); after it, the node that ran the task serves them from its log.
+    output_expiry_seconds: int = Field(default=7 * 24 * 3600, ge=0)
 
     # Scheduling and time limits
     max_concurrent_tasks: int = 32

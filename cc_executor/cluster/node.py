@@ -72,7 +72,9 @@ class ClusterNode:
         self.queue = ClusterQueue(
             self.redis, self.node, settings.max_concurrent_tasks, settings.max_queued_tasks
         )
-        self.outputs = OutputStreams(self.redis, settings.output_retention_bytes)
+        self.outputs = OutputStreams(
+            self.redis, settings.output_retention_bytes, settings.output_expiry_seconds
+        )
         self.rpc = Rpc(self.redis, self.blocking, self.node)
         self.followers = Followers(self.redis, self.node, self.outputs, self.store, self.rpc.call)
         self.bus = RedisEventBus(self.redis, self.node, self.followers)

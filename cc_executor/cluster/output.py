@@ -33,9 +33,11 @@ FINISH_WAIT_S = 2.0  # how long a finishing task waits for its last chunks to re
 
 
 class OutputStreams:
-    def __init__(self, redis: Redis, retention: int) -> None:
+    def __init__(self, redis: Redis, retention: int, expiry_s: int = 0) -> None:
         self.redis = redis
         self.retention = retention
+        self.expiry_s = expiry_s  # a finished task's streams expire after this (0: never)
+        self._finished: list[str] = []  # tasks whose streams are to get their expiry
         self.entry_bytes = entry_size(retention)
         # (task, stream) -> chunks not yet sent, as (offset, bytes), in order
         self._pending: dict[tuple[str, Stream], list[tuple[int, bytes]]] = defaultdict(list)
@@ -76,6 +78,9 @@ class OutputStreams:
                 self.dropped_bytes += len(data)
 
     async def finish(self, task_id: str) -> None:
+        if self.expiry_s:
+            self._finished.append(task_id)  # set by the writer, after the last chunks
+            self._wake.set()
         if not any(k[0] == task_id and v for k, v in self._pending.items()):
             self._forget(task_id)
             return
@@ -100,6 +105,9 @@ class OutputStreams:
             if not any(self._pending.values()):
                 self._wake.clear()
                 self._resolve_waiters()
+                if self._finished:
+                    await self._expire_finished()
+                    continue
                 await self._wake.wait()
                 continue
             batch = {k: v for k, v in self._pending.items() if v}
@@ -116,6 +124,19 @@ class OutputStreams:
             for k in [k for k, v in self._pending.items() if not v]:
                 del self._pending[k]
             self._resolve_waiters()
+
+    async def _expire_finished(self) -> None:
+        """Give finished tasks' streams their expiry (their last chunks are sent)."""
+        done, self._finished = self._finished, []
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id in done:
+            for stream in Stream:
+                pipe.expire(keys.output(task_id, stream), self.expiry_s)
+        try:
+            await pipe.execute()
+        except (RedisError, OSError):
+            self._finished[:0] = done  # Redis is away: again once it is back
+            await asyncio.sleep(RECONNECT_DELAY)
 
     def _resolve_waiters(self) -> None:
         for task_id in list(self._waiters):

@@ -10,9 +10,11 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cc_executor.cluster import keys
 from cc_executor.cluster.connection import connect
 from cc_executor.cluster.output import OutputStreams, _coalesce, entry_size
 from cc_executor.protocol import Stream
+from tests.support import eventually
 
 chunk_runs = st.lists(
     st.tuples(st.integers(0, 3), st.binary(min_size=1, max_size=300)), min_size=1, max_size=10
@@ -76,5 +78,25 @@ async def test_reads_of_a_redis_stream_are_byte_exact_up_to_a_gap(redis_server: 
     data, _ = await out.read("t1", Stream.STDOUT, end - 5, 100)
     assert data == truth[-5:]
     assert (await out.read("t1", Stream.STDOUT, end + 10, 100))[0] == b"after the gap"
+    await out.stop()
+    await r.aclose()
+
+
+async def test_a_finished_tasks_streams_expire_after_the_set_time(redis_server: Any) -> None:
+    """Redis does not keep every finished task's output forever: once its last chunks are
+    in, the task's streams get `output_expiry_seconds`; a running task's get none."""
+    r = connect(redis_server.url)
+    out = OutputStreams(r, retention=1_000_000, expiry_s=300)
+    out.start()
+    out.append("done", Stream.STDOUT, 0, b"x" * 200_000)
+    out.append("done", Stream.STDERR, 0, b"oops\n")
+    out.append("running", Stream.STDOUT, 0, b"still going\n")
+    await out.finish("done")
+    stdout, stderr = keys.output("done", Stream.STDOUT), keys.output("done", Stream.STDERR)
+    assert await eventually(lambda: r.ttl(stdout), lambda ttl: 0 < ttl <= 300)
+    assert 0 < await r.ttl(stderr) <= 300
+    assert await r.ttl(keys.output("running", Stream.STDOUT)) == -1  # no expiry
+    data, _ = await out.read("done", Stream.STDOUT, 0, 300_000)
+    assert data == b"x" * 200_000  # every byte is still there until then
     await out.stop()
     await r.aclose()
