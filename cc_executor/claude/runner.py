@@ -85,7 +85,9 @@ class ClaudeObserver:
                 compact["text"] = text[:EVENT_TEXT_MAX_CHARS]
                 compact["text_truncated"] = True
                 compact["text_chars"] = len(text)
-            task.emit(Notification.CLAUDE_EVENT, {"task_id": task.task_id, "event": compact})
+            task.emit_everywhere(
+                Notification.CLAUDE_EVENT, {"task_id": task.task_id, "event": compact}
+            )
 
     def _live_fields(self, task: RunningTask, compact: dict[str, Any]) -> None:
         """While it runs, its record shows the model and the turns so far (the dashboard's

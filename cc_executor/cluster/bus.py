@@ -47,6 +47,13 @@ class RedisEventBus(LocalEventBus):
             self._outbox = asyncio.Queue()
         self._outbox.put_nowait(orjson.dumps({"m": method, "p": params, "n": self.node}))
 
+    def relay(self, method: str, params: dict[str, Any]) -> None:
+        """For the task's followers on other nodes only: no listener gets it."""
+        if self._outbox is None:
+            self._outbox = asyncio.Queue()
+        msg = {"m": method, "p": params, "n": self.node, "f": 1}
+        self._outbox.put_nowait(orjson.dumps(msg))
+
     async def drain(self, timeout: float) -> None:
         """Until every event published so far is sent (or `timeout`): before stopping."""
         deadline = asyncio.get_running_loop().time() + timeout
@@ -107,4 +114,5 @@ class RedisEventBus(LocalEventBus):
     def _dispatch(self, msg: dict[str, Any]) -> None:
         method, params, node = msg["m"], msg["p"], msg.get("n")
         self.followers.on_event(method, params, node)
-        self.deliver(method, params)
+        if not msg.get("f"):  # a task's own event (relay) goes to its followers only
+            self.deliver(method, params)

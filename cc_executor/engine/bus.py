@@ -15,6 +15,9 @@ class EventBus(Protocol):
     listeners: set[Subscriber]  # the subscribers of this process
 
     def publish(self, method: str, params: dict[str, Any]) -> None: ...
+    def relay(self, method: str, params: dict[str, Any]) -> None:
+        """One task's event for its subscribers on other nodes (`claude.event`, ...)."""
+
     def listen(self, subscriber: Subscriber) -> None: ...
     def unlisten(self, subscriber: Subscriber) -> None: ...
 
@@ -25,6 +28,9 @@ class LocalEventBus:
 
     def publish(self, method: str, params: dict[str, Any]) -> None:
         self.deliver(method, params)
+
+    def relay(self, method: str, params: dict[str, Any]) -> None:
+        return None  # one process: its subscribers got it from the task
 
     def deliver(self, method: str, params: dict[str, Any]) -> None:
         """Hand an event to this process's listeners."""

@@ -273,6 +273,7 @@ class Engine(GroupControl, OutputServing):
             await hook(record)  # raises ProtocolError(HOOK_REJECTED) to refuse
         await self.queue.check_capacity()  # again: others may have come in while the hooks ran
         task = RunningTask(record, spec, self.log_dir)
+        task.relay = self.bus.relay
         if subscriber is not None:
             if subscriber.hold_new_tasks:
                 subscriber.hold(record.task_id)  # released once the caller has the reply
@@ -298,6 +299,7 @@ class Engine(GroupControl, OutputServing):
     ) -> None:
         """Start a task taken from a shared queue (cluster mode), its slot already counted."""
         task = RunningTask(record, spec, self.log_dir)
+        task.relay = self.bus.relay
         task.subscribers.update(subscribers)
         self._live[record.task_id] = task
         await self._to_the_end(self._start_guarded(task))
@@ -416,7 +418,7 @@ class Engine(GroupControl, OutputServing):
             self._pause_reading(task)
         if out.error is not None and not task.log_error_sent:
             task.log_error_sent = True
-            task.emit(
+            task.emit_everywhere(
                 Notification.ERROR,
                 {"task_id": task.task_id, "stream": stream.value, "error": out.error},
             )

@@ -96,6 +96,8 @@ class RunningTask:
         self.start_failed = False  # the spawn (or what follows it) failed: status failed
         self.log_error_sent = False
         self.reading_paused = False
+        # Where the task's own events go for subscribers on other nodes (the bus's relay).
+        self.relay: Callable[[str, dict[str, Any]], None] | None = None
 
     @property
     def task_id(self) -> str:
@@ -106,6 +108,12 @@ class RunningTask:
         for stream, out in self.streams.items():
             setattr(self.record, f"{stream.value}_bytes", out.offset)
         return self.record
+
+    def emit_everywhere(self, method: str, params: dict[str, Any]) -> None:
+        """`emit`, and to the task's subscribers on other nodes (cluster mode)."""
+        self.emit(method, params)
+        if self.relay is not None:
+            self.relay(method, params)
 
     def emit(self, method: str, params: dict[str, Any], nbytes: int = 0) -> None:
         """Send a notification to every subscriber of this task."""

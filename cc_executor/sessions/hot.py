@@ -104,7 +104,9 @@ class HotObserver:
             return  # nothing asked: not part of any turn
         compact = state.feed_line(line)
         if compact is not None:
-            task.emit(Notification.CLAUDE_EVENT, {"task_id": task.task_id, "event": compact})
+            task.emit_everywhere(
+                Notification.CLAUDE_EVENT, {"task_id": task.task_id, "event": compact}
+            )
         if state.result_seen:
             code = 1 if state.is_error else 0
             self._answer(self._outcome(state, exit_code=code, signal=None, timed_out=False))

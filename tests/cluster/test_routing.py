@@ -12,6 +12,8 @@ from cc_executor.engine import process
 
 from .support import client
 
+FAKE_CLAUDE = Path(__file__).parent.parent / "fake_claude" / "claude"
+
 BLOB = (
     "import sys, random; r = random.Random(7); w = sys.stdout.buffer.write\n"
     "for i in range({n}): w(r.randbytes(65536)); w('é€\\n'.encode() * 50)\n"
@@ -138,3 +140,38 @@ async def test_subscribe_from_another_node_is_lossless_with_a_slow_reader(nodes:
             # the completion came after the last byte
             methods = [n["method"] for n in ca.notifications if n["params"]["task_id"] == tid]
             assert methods[-1] == "process.completed"
+
+
+async def test_a_claude_tasks_events_reach_a_subscriber_on_another_node(
+    nodes: Any, tmp_path: Path
+) -> None:
+    """`claude.event` is the task's own (not a control event): it reaches a subscriber on
+    another node too, and dashboards listening anywhere do not get it."""
+    state = tmp_path / "fake-claude-state"
+    state.mkdir()
+    env = {"CC_EXECUTOR_CLAUDE_BIN": str(FAKE_CLAUDE), "FAKE_CLAUDE_STATE_DIR": str(state)}
+    a = await nodes("node-a", **env)
+    await nodes("node-b", **env)
+    async with client(a) as ca, client(a) as listener:
+        await listener.result("listen", {})
+        started = await ca.result(
+            "execute_claude",
+            {
+                "prompt": "FAKE_SLOW=0.3 FAKE_TOOL_USE say hi",
+                "node": "node-b",
+                "cwd": str(tmp_path),
+            },
+        )
+        tid = started["task_id"]
+        await ca.result("subscribe", {"task_id": tid, "from_offset": 0})
+        done = await ca.until("process.completed", tid)
+        assert done["status"] == "completed"
+        events = [
+            n["params"]["event"]
+            for n in ca.notifications
+            if n["method"] == "claude.event" and n["params"]["task_id"] == tid
+        ]
+        assert events, [n["method"] for n in ca.notifications]
+        assert events[-1]["type"] == "result"
+        await listener.until("process.completed", tid)
+        assert not [n for n in listener.notifications if n["method"] == "claude.event"]
