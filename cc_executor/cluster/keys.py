@@ -53,6 +53,12 @@ def reaper_lock(node: str) -> str:
     return f"{PREFIX}reap:{node}"
 
 
+def session_name_lock(name: str) -> str:
+    """Held while a session of this name is created: names of active sessions are unique
+    cluster-wide, so two nodes must not check and create the same name at once."""
+    return f"{PREFIX}session-name:{name}"
+
+
 def output(task_id: str, stream: Stream) -> str:
     """Stream of one task stream's output: entry id `<offset>-1`, field d=bytes."""
     return f"{PREFIX}out:{task_id}:{stream.value}"

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from cc_executor.cluster.node import ClusterNode
     from cc_executor.handlers import Conn
 
+_NAME_LOCK_MS = 10_000  # a create that dies holding the lock frees the name after this
+
 _BY_REF = (Method.SESSION_SEND, Method.SESSION_STATUS, Method.SESSION_LOGS, Method.SESSION_KILL)
 
 
@@ -48,16 +50,68 @@ class _SessionRoutes:
         return d
 
     async def create(self, conn: Conn, p: Any) -> Any:
+        if p.name is None:
+            return await self._create(conn, p)
+        lock = keys.session_name_lock(p.name)
+        if not await self.c.redis.set(lock, self.c.node, nx=True, px=_NAME_LOCK_MS):
+            raise ProtocolError(
+                ErrorCode.INVALID_PARAMS,
+                f"a session named {p.name!r} is being created on another node right now",
+                {"name": p.name},
+            )
+        try:
+            await self._check_name_free(p.name)
+            return await self._create(conn, p)
+        finally:
+            await self.c.redis.delete(lock)
+
+    async def _create(self, conn: Conn, p: Any) -> Any:
         res = self._mark(await self.base[str(Method.SESSION_CREATE)](conn, p))
         entry = orjson.dumps({"node": self.c.node, "name": res.get("name")})
         await self.c.redis.hset(keys.SESSIONS, res["session_id"], entry)
         return res
+
+    async def _check_name_free(self, name: str) -> None:
+        """Refuse a name that an active session on another live node has (this node's own
+        sessions are checked by its manager)."""
+        found = await self._active_elsewhere(name)
+        if found is not None:
+            node, session_id = found
+            raise ProtocolError(
+                ErrorCode.INVALID_PARAMS,
+                f"an active session is already named {name!r} (on node {node})",
+                {"name": name, "session_id": session_id, "node": node},
+            )
+
+    async def _active_elsewhere(self, name: str) -> tuple[str, str] | None:
+        """(node, session id) of an active session of this name on another live node. A
+        dead node's sessions cannot run a turn: they do not hold their names."""
+        for sid, blob in (await self.c.redis.hgetall(keys.SESSIONS)).items():
+            entry = orjson.loads(blob)
+            node = entry.get("node")
+            if entry.get("name") != name or node == self.c.node:
+                continue
+            if not await self.c.registry.is_alive(node):
+                continue
+            session_id = sid.decode() if isinstance(sid, bytes) else str(sid)
+            try:
+                status = await self.c.rpc.call(
+                    node, str(Method.SESSION_STATUS), {"session_id": session_id}
+                )
+            except ProtocolError:
+                continue  # gone, or the session is: it holds nothing
+            if status.get("status") != "ended":
+                return str(node), session_id
+        return None
 
     async def _holder(self, ref: str) -> str | None:
         """The node that holds the session `ref` (an id, or a name), per Redis."""
         raw = await self.c.redis.hget(keys.SESSIONS, ref)
         if raw:
             return str(orjson.loads(raw)["node"])
+        active = await self._active_elsewhere(ref)
+        if active is not None:
+            return active[0]
         for _, blob in (await self.c.redis.hgetall(keys.SESSIONS)).items():
             entry = orjson.loads(blob)
             if entry.get("name") == ref:
@@ -70,14 +124,22 @@ class _SessionRoutes:
         async def handler(conn: Conn, p: Any) -> Any:
             manager = conn.sessions
             local = True
+            holder = None
             if manager is not None:
                 try:
-                    manager.resolve(p.session_id)
+                    here = manager.resolve(p.session_id)
                 except ProtocolError as exc:
                     if exc.code != ErrorCode.SESSION_NOT_FOUND:
                         raise
                     local = False
-            holder = None if local else await self._holder(p.session_id)
+                else:
+                    if here.session_id != p.session_id and not here.is_active:
+                        # A name: an active session of it elsewhere comes before our ended one.
+                        found = await self._active_elsewhere(p.session_id)
+                        if found is not None:
+                            holder = found[0]
+            if holder is None and not local:
+                holder = await self._holder(p.session_id)
             if holder is None or holder == self.c.node:
                 res = await base(conn, p)
                 return self._mark(res) if method == Method.SESSION_STATUS else res

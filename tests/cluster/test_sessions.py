@@ -42,3 +42,25 @@ async def test_a_session_is_driven_from_any_node_and_runs_where_it_lives(
         )
         assert gone["error"]["code"] == -32000, gone
         assert "node-b" in gone["error"]["message"] and "transcript" in gone["error"]["message"]
+
+
+async def test_an_active_sessions_name_is_unique_across_the_cluster(
+    nodes: Any, tmp_path: Path
+) -> None:
+    state = tmp_path / "fake-claude-state"
+    state.mkdir()
+    env = {"CC_EXECUTOR_CLAUDE_BIN": str(FAKE_CLAUDE), "FAKE_CLAUDE_STATE_DIR": str(state)}
+    a, b = await nodes("node-a", **env), await nodes("node-b", **env)
+    create = {"working_dir": str(tmp_path), "name": "builder"}
+    async with client(b) as cb, client(a) as ca:
+        first = await cb.result("session.create", create)
+        refused = await ca.call("session.create", create)
+        assert refused["error"]["code"] == -32602, refused
+        assert "builder" in refused["error"]["message"] and "node-b" in refused["error"]["message"]
+        assert refused["error"]["data"]["session_id"] == first["session_id"]
+        # Once that one has ended, the name is free again, on any node.
+        await cb.result("session.kill", {"session_id": first["session_id"]})
+        again = await ca.result("session.create", create)
+        assert again["node"] == "node-a" and again["name"] == "builder"
+        status = await cb.result("session.status", {"session_id": "builder"})
+        assert status["session_id"] == again["session_id"]  # the active one, wherever it is
