@@ -252,8 +252,10 @@ async def test_a_refused_token_is_named_with_where_the_token_comes_from(
     }
     async with bridge_in_task(env, bridge_log) as bridge:
         msg = await call_error(bridge, "execute_task", {"command": "echo never"})
-    assert "refused the token" in msg and "CC_EXECUTOR_TOKEN" in msg, msg
-    assert "cc-executor start" not in msg
+        sessions = await call_error(bridge, "list_sessions", {})
+    for text in (msg, sessions):
+        assert "refused the token" in text and "CC_EXECUTOR_TOKEN" in text, text
+        assert "cc-executor start" not in text
     token_file = tmp_path / "stale-token"
     token_file.write_text("stale\n")
     env = {**wrong, "CC_EXECUTOR_TOKEN_FILE": str(token_file)}  # auto: it falls back
