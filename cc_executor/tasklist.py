@@ -36,6 +36,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from cc_executor.problems import problems
 from cc_executor.protocol import ProtocolError
 from cc_executor.tasks import TaskParams
 
@@ -248,8 +249,11 @@ async def run_task_list(
             try:
                 data = render_task(task.model_dump(exclude_unset=True), results, i)
                 rendered = type(task).model_validate(data)
-            except (TemplateError, ValidationError) as exc:
+            except TemplateError as exc:
                 res = TaskResult(i, "error", error=f"task {i}: {exc}")
+            except ValidationError as exc:  # a placeholder's value made the task invalid
+                why = "; ".join(problems(exc.errors(include_url=False)))
+                res = TaskResult(i, "error", error=f"task {i}: {why}")
             else:
                 try:
                     res = await run_one(i, rendered, frozenset(needs.get(i, ())))

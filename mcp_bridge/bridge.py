@@ -27,6 +27,7 @@ from cc_executor.protocol import (
     ErrorCode,
     ExecuteClaudeParams,
     Method,
+    ProtocolError,
     TaskStatus,
 )
 from cc_executor.tasklist import TaskParams
@@ -44,6 +45,7 @@ from mcp_bridge.watch import (
     clip,
     clip_text,
     follow,
+    omitted_range,
 )
 
 log = logging.getLogger(__name__)
@@ -242,6 +244,7 @@ class Bridge:
                 "Started without waiting. Poll get_execution_status(task_id) until its status "
                 "is final; read its output with get_execution_output."
             )
+            self._say_where(started)
             return started
         claude = isinstance(params, ExecuteClaudeParams)
         on_progress = None
@@ -263,6 +266,18 @@ class Bridge:
                 await self.cancel_quietly(task_id)
             raise
         return await self.task_result(waited, claude, self.settings.max_output_chars)
+
+    def _say_where(self, result: dict[str, Any]) -> None:
+        """A task the service did not run says why in words, not only `backend: "local"`."""
+        if result.get("backend") != "local" or self.settings.bridge_mode != "auto":
+            return
+        why = self.transport.info().get("last_error")
+        result["note"] = (
+            "ran on the bridge's local fallback: the service at "
+            f"{self.settings.websocket_url} is unreachable"
+            + (f" ({why})" if why else "")
+            + "; a task that runs here ends when the bridge exits."
+        )
 
     async def cancel_quietly(self, task_id: str) -> None:
         """Cancel a task from inside a cancelled call: shielded, bounded, never raising."""
@@ -304,6 +319,7 @@ class Bridge:
         out = {k: rec[k] for k in RECORD_KEYS if rec.get(k) is not None}
         task_id = out["task_id"]
         watch = waited.watch
+        self._say_where(out)
         if not waited.final:
             if rec.get("pid") is not None:
                 out["pid"] = rec["pid"]
@@ -338,7 +354,7 @@ class Bridge:
             out["output"] = c.text
             out["output_truncated"] = c.truncated
             if c.truncated:
-                out["output_omitted"] = {"offset": c.omitted_offset, "limit": c.omitted_bytes}
+                out["output_omitted"] = omitted_range(c)
         err_total = int(rec.get("stderr_bytes") or 0)
         if err_total:
             e = await self._clip_stream(
@@ -447,26 +463,66 @@ class Bridge:
         }
         return {k: v for k, v in s.items() if v is not None}
 
+    async def record_brief(self, task_id: str) -> dict[str, Any]:
+        """A task's record as a result names it: status, exit code, sizes, backend..."""
+        rec = await self.call(Method.STATUS, {"task_id": task_id})
+        return {k: rec[k] for k in RECORD_KEYS if rec.get(k) is not None}
+
     async def control(self, task_id: str, action: str) -> dict[str, Any]:
+        """PAUSE, RESUME or CANCEL a task or a list. Idempotent, as the tool is annotated:
+        repeating an action (a CANCEL of a task that ended, a PAUSE of a paused one)
+        answers the current status instead of an error."""
+        act = Action(action.upper())
         run = self.lists.get(task_id)
         if run is None:
-            return await self._control(task_id, action)
-        act = action.upper()
-        if act == "CANCEL":
-            if run.finished:
-                raise ToolFailure(
-                    f"cannot CANCEL list {task_id}: it is already {run.status}",
-                    ErrorCode.INVALID_STATE,
-                )
-            await self.cancel_list(run)
-            return {"task_id": task_id, "action": "CANCEL", "status": run.status}
+            return await self._control_task(task_id, act)
+        if act == Action.CANCEL:
+            cancelling = not run.finished
+            if cancelling:
+                await self.cancel_list(run)
+            sides = [e["backend"] for e in run.entries if e.get("backend")]
+            out: dict[str, Any] = {
+                "task_id": task_id,
+                "list_id": task_id,
+                "action": act.value,
+                "status": run.status,
+                "backend": sides[-1] if sides else self.transport.name,  # its last task's
+                "tasks": run.entries,
+            }
+            if not cancelling:
+                out["note"] = f"the list had already ended ({run.status}): nothing to cancel"
+            return out
         if run.current is None or run.finished:
             raise ToolFailure(
-                f"cannot {act} list {task_id}: no task of it is running", ErrorCode.INVALID_STATE
+                f"cannot {act.value} list {task_id}: no task of it is running",
+                ErrorCode.INVALID_STATE,
             )
-        res = await self._control(run.current[1], act)
+        res = await self._control_task(run.current[1], act)
         res["list_id"] = task_id
         return res
+
+    async def _control_task(self, task_id: str, act: Action) -> dict[str, Any]:
+        try:
+            return await self._control(task_id, act)
+        except ProtocolError as exc:
+            if exc.code != ErrorCode.INVALID_STATE:
+                raise
+            rec = await self.call(Method.STATUS, {"task_id": task_id})
+            status = str(rec.get("status"))
+            repeat = (
+                (act == Action.CANCEL and _is_final(status))
+                or (act == Action.PAUSE and status == TaskStatus.PAUSED)
+                or (act == Action.RESUME and status == TaskStatus.RUNNING)
+            )
+            if not repeat:
+                raise
+            return {
+                "task_id": task_id,
+                "action": act.value,
+                "status": status,
+                "backend": rec["backend"],
+                "note": f"it is already {status}: nothing to do",
+            }
 
     async def output(self, task_id: str, stream: str, offset: int, limit: int) -> dict[str, Any]:
         page = await self._output(task_id, stream, offset, limit)

@@ -39,6 +39,7 @@ def make_transport(
             pool_size=settings.pool_size,
             connect_timeout=connect_timeout,
             retry_for=retry_for,
+            token_source=settings.token_source(svc),
         )
 
     def local() -> InProcessTransport:

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from cc_executor.problems import problems
 from cc_executor.protocol import ErrorCode, ProtocolError
 from cc_executor.tasklist import TemplateError
 from cc_executor.transport import ExecutorConnectionError, ServiceUnavailable
@@ -33,6 +34,16 @@ class ToolFailure(Exception):
         return d
 
 
+def invalid(
+    tool: str | None, lines: list[str], code: int = ErrorCode.INVALID_PARAMS
+) -> ToolFailure:
+    """Bad arguments, a line per problem (`cc_executor.problems`), under one heading."""
+    head = f"invalid arguments for {tool}" if tool else "invalid arguments"
+    lines = lines or ["invalid arguments"]
+    text = f"{head}: {lines[0]}" if len(lines) == 1 else head + ":\n" + "\n".join(lines)
+    return ToolFailure(text, code, {"problems": lines})
+
+
 def failure(exc: BaseException) -> ToolFailure:
     """The project's errors as a message an agent can act on."""
     if isinstance(exc, ToolFailure):
@@ -44,9 +55,7 @@ def failure(exc: BaseException) -> ToolFailure:
         elif isinstance(exc.data, list) and all(
             isinstance(e, dict) and "msg" in e for e in exc.data
         ):  # the service's -32602 details: [{loc, msg}, ...]
-            msg = f"{msg}: " + "; ".join(
-                f"{e.get('loc') or 'params'}: {e['msg']}" for e in exc.data
-            )
+            return invalid(None, problems(exc.data), exc.code)
         return ToolFailure(msg, exc.code, exc.data)
     if isinstance(exc, ServiceUnavailable):
         return ToolFailure(
@@ -59,10 +68,7 @@ def failure(exc: BaseException) -> ToolFailure:
             ErrorCode.SERVICE_UNAVAILABLE,
         )
     if isinstance(exc, ValidationError):
-        errs = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'params'}: {e['msg']}" for e in exc.errors()
-        )
-        return ToolFailure(f"invalid parameters: {errs}", ErrorCode.INVALID_PARAMS)
+        return invalid(None, problems(exc.errors(include_url=False)))
     if isinstance(exc, TemplateError):
         return ToolFailure(str(exc), ErrorCode.INVALID_PARAMS)
     return ToolFailure(f"{type(exc).__name__}: {exc}", ErrorCode.INTERNAL_ERROR)

@@ -168,12 +168,35 @@ async def _run(bridge: Bridge, run: ListRun) -> None:
         )
     except asyncio.CancelledError:
         run.cancelled = True
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CANCEL_WAIT_S):
+            await _list_the_rest(bridge, run)
         raise
     except Exception as exc:
         log.exception("task list %s failed", run.list_id)
         run.error = failure(exc).message
     finally:
         run.note(f"list {run.status}")
+
+
+async def _list_the_rest(bridge: Bridge, run: ListRun) -> None:
+    """A cancelled list's entries: the task it was running, as it ended, and the ones it
+    never started, `skipped`; so its status shows every task, not only those done."""
+    entries = list(run.entries)
+    done = len(entries)
+    if run.current is not None and run.current[0] == done:
+        index, task_id = run.current
+        entry: dict[str, Any] = {"index": index, "task_id": task_id, "status": "cancelled"}
+        try:
+            entry.update(await bridge.record_brief(task_id))
+        except Exception as exc:  # the entry still says what it was
+            entry["error"] = f"its status could not be read: {failure(exc).message}"
+        entries.append(entry)
+    for index in range(len(entries), len(run.tasks)):
+        entries.append(
+            {"index": index, "status": "skipped", "error": "not run: the list was cancelled"}
+        )
+    run.entries = entries
+    run.note("list cancelled")
 
 
 async def _read_all(bridge: Bridge, task_id: str, stream: str) -> str:

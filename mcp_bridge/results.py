@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from cc_executor.protocol import ProtocolError
 from cc_executor.tasklist import TemplateError
+from cc_executor.transport import ExecutorConnectionError
 from mcp_bridge.failures import ToolFailure, failure
 from mcp_bridge.watch import Report
 
@@ -32,7 +33,9 @@ def ok(data: dict[str, Any]) -> CallToolResult:
 
 def error(exc: BaseException) -> CallToolResult:
     f = failure(exc)
-    if not isinstance(exc, ToolFailure | ProtocolError | ValidationError | TemplateError):
+    if isinstance(exc, ExecutorConnectionError):  # expected: the service is down or went away
+        log.warning("tool call failed: %s", f.message)
+    elif not isinstance(exc, ToolFailure | ProtocolError | ValidationError | TemplateError):
         log.exception("tool failed unexpectedly", exc_info=exc)
     return CallToolResult(
         content=[TextContent(type="text", text=f"Error: {f.message}")],

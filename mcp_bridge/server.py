@@ -18,11 +18,13 @@ import orjson
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from mcp_types import CallToolResult, ToolAnnotations
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Discriminator, Field, Tag, WithJsonSchema
 
 from cc_executor import __version__
+from cc_executor.problems import problems
 from cc_executor.protocol import (
     NODE_PIN_DOC,
+    Action,
     ClaudeOptions,
     ErrorCode,
     ExecuteClaudeParams,
@@ -43,7 +45,9 @@ from mcp_bridge.results import reads, runs
 from mcp_bridge.results import reporter as _reporter
 from mcp_bridge.session_tools import register_sessions
 from mcp_bridge.sessions import SessionTools
-from mcp_bridge.settings import BridgeSettings
+from mcp_bridge.settings import BridgeSettings, load
+from mcp_bridge.tooling import ToolServer
+from mcp_bridge.watch import OUTPUT_PAGE_MAX
 from mcp_bridge.workspace_tools import register_workspaces
 
 log = logging.getLogger(__name__)
@@ -105,6 +109,35 @@ Wait = Annotated[
         "return the task_id at once and poll get_execution_status."
     ),
 ]
+
+
+def _task_kind(item: Any) -> str:
+    """Which kind of task a list entry is: one with a prompt is a Claude task. Only that
+    kind's errors are reported (a plain union reports each kind's)."""
+    if isinstance(item, ExecuteClaudeParams) or (isinstance(item, dict) and "prompt" in item):
+        return "ExecuteClaudeParams"
+    return "ExecuteParams"
+
+
+ListTask = Annotated[
+    Annotated[ExecuteParams, Tag("ExecuteParams")]
+    | Annotated[ExecuteClaudeParams, Tag("ExecuteClaudeParams")],
+    Discriminator(_task_kind),
+]
+ActionArg = Annotated[
+    Action,
+    BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v),  # as ControlParams
+    WithJsonSchema(
+        {
+            "type": "string",
+            # What the service accepts: any case. Both spellings listed, so a client
+            # that checks arguments against the schema lets "cancel" through too.
+            "enum": [a.value for a in Action] + [a.value.lower() for a in Action],
+            "description": "PAUSE (SIGSTOP the whole group), RESUME (SIGCONT), or CANCEL "
+            "(SIGTERM, then SIGKILL); any case.",
+        }
+    ),
+]
 TaskId = Annotated[
     str, Field(min_length=1, description="A task_id (or list_id) returned by an execute tool.")
 ]
@@ -137,9 +170,9 @@ def register(mcp: MCPServer, bridge: Bridge, sessions: SessionTools | None = Non
 
         Returns task_id, status (completed = exit 0, failed, timed_out, cancelled),
         exit_code, duration_s, backend ("websocket" = the cc-executor service, "local" =
-        inside this server while the service is down), and output: stdout, clipped to its
-        head and tail when long (output_truncated, output_bytes, output_omitted gives the
-        offset/limit to fetch with get_execution_output), plus stderr when there is any.
+        inside this server, with a note saying why), and output: stdout, clipped to its
+        head and tail when long (output_truncated; output_omitted names the first
+        get_execution_output page of the gap and where it ends), plus stderr if any.
         If the task outlasts the wait limit you get status "running" and a hint: it keeps
         running; poll get_execution_status(task_id). Cancelling this call cancels the task.
         """
@@ -220,7 +253,7 @@ def register(mcp: MCPServer, bridge: Bridge, sessions: SessionTools | None = Non
     async def execute_task_list(
         ctx: Context,
         tasks: Annotated[
-            list[ExecuteParams | ExecuteClaudeParams],
+            list[ListTask],
             Field(
                 min_length=1,
                 description="The tasks, in order. Each is a command task {command, cwd?, "
@@ -292,21 +325,17 @@ def register(mcp: MCPServer, bridge: Bridge, sessions: SessionTools | None = Non
     )
     async def control_execution(
         task_id: TaskId,
-        action: Annotated[
-            Literal["PAUSE", "RESUME", "CANCEL"],
-            BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v),
-            Field(
-                description="PAUSE (SIGSTOP the whole group), RESUME (SIGCONT), or CANCEL "
-                "(SIGTERM, then SIGKILL). Case does not matter."
-            ),
-        ],
+        action: ActionArg,
     ) -> CallToolResult:
         """Pause, resume or cancel a running task: the signal reaches its whole process group.
 
         PAUSE stops every process of the task (it uses no CPU, keeps its state) until
         RESUME. CANCEL sends SIGTERM, then SIGKILL after a grace period, and answers once
-        nothing of the task runs. For a list_id: CANCEL stops the list; PAUSE and RESUME
-        apply to its running task. Returns the new status.
+        nothing of the task runs. Repeating an action is harmless: CANCEL of a task that
+        already ended, PAUSE of a paused one, RESUME of a running one answer its current
+        status. For a list_id: CANCEL stops the list (its entries say what ran, what was
+        cancelled and what was skipped); PAUSE and RESUME apply to its running task.
+        Returns task_id, action, status and backend.
         """
         return await _guard(bridge.control(task_id, action))
 
@@ -316,7 +345,12 @@ def register(mcp: MCPServer, bridge: Bridge, sessions: SessionTools | None = Non
         offset: Annotated[int, Field(ge=0, description="Byte offset to start at.")] = 0,
         limit: Annotated[
             int | None,
-            Field(ge=1, le=1_048_576, description="Bytes to read (default: max_output_chars)."),
+            Field(
+                ge=1,
+                le=OUTPUT_PAGE_MAX,
+                description=f"Bytes to read, at most {OUTPUT_PAGE_MAX} (1 MiB) a call "
+                "(default: max_output_chars).",
+            ),
         ] = None,
         stream: Annotated[
             Literal["stdout", "stderr"], Field(description="Which stream.")
@@ -325,9 +359,9 @@ def register(mcp: MCPServer, bridge: Bridge, sessions: SessionTools | None = Non
         """Read any part of a task's complete output, byte-exact, also after it ended.
 
         Use it for output a result clipped (output_omitted names the offset and limit) or
-        to page through a long log: call again with offset=next_offset until eof is true.
-        data is UTF-8 text (encoding "utf-8") or base64 for binary output; total is the
-        stream's size so far.
+        to page through a long log: one call returns at most 1 MiB; call again with
+        offset=next_offset until eof is true. data is UTF-8 text (encoding "utf-8") or
+        base64 for binary output; total is the stream's size so far.
         """
         return await _guard(bridge.output(task_id, stream, offset, limit or s.max_output_chars))
 
@@ -439,7 +473,7 @@ def build_server(
             await sessions.close()
             await bridge.close()
 
-    mcp: MCPServer = MCPServer(
+    mcp: MCPServer = ToolServer(
         "cc_executor",
         title="cc-executor",
         instructions=INSTRUCTIONS,
@@ -453,14 +487,23 @@ def build_server(
 
 def main() -> int:
     """`cc-executor-mcp`: serve MCP on stdin/stdout until the client closes it."""
+    import sys
+
     import anyio
+    from pydantic import ValidationError
 
     from cc_executor.logs import setup_logging
     from mcp_bridge.stdio import serve_stdio
 
-    settings = BridgeSettings()
-    setup_logging(settings.bridge_log_level, "text", None)  # stderr: stdout is the protocol
-    anyio.run(serve_stdio, build_server(settings))
+    try:
+        settings = load(BridgeSettings)
+        setup_logging(settings.bridge_log_level, "text", None)  # stderr: stdout is the protocol
+        server = build_server(settings)
+    except ValidationError as exc:  # a check across settings: no default helps
+        for line in problems(exc.errors(include_url=False)):
+            print(f"cc-executor-mcp: invalid settings: {line}", file=sys.stderr)
+        return 2
+    anyio.run(serve_stdio, server)
     return 0
 
 

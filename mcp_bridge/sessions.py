@@ -66,7 +66,10 @@ _KILL_WAIT_S = 15.0
 
 
 def _unreachable(exc: BaseException) -> str:
-    why = str(exc).removesuffix(". Start it with `cc-executor start`")
+    why = str(exc)
+    if why.startswith("the service refused the token"):  # it runs: starting it is no help
+        return f"sessions need the executor service, and {why}"
+    why = why.removesuffix(". Start it with `cc-executor start`")
     return f"{SERVICE_NEEDED} ({why})"
 
 

@@ -29,6 +29,10 @@ Report = Callable[[str], Awaitable[None]]
 
 MESSAGE_CHARS = 200
 
+OUTPUT_PAGE_MAX = 1024 * 1024
+"""The most bytes one get_execution_output call returns (its `limit` cap): every hint that
+names a call stays within it."""
+
 
 class OutputCapture:
     """The first `keep` bytes of a stream and its last `keep` bytes, plus its size.
@@ -301,12 +305,25 @@ def clip(head: bytes, tail: bytes, total: int, max_chars: int, task_id: str, str
     resource = ""
     if stream == "stdout":
         resource = f" or the resource cc-executor://tasks/{task_id}/output"
+    call = (
+        f'get_execution_output(task_id="{task_id}", stream="{stream}", offset={start}, '
+        f"limit={min(omitted, OUTPUT_PAGE_MAX)})"
+    )
+    if omitted > OUTPUT_PAGE_MAX:  # more than one call may return: name the pages
+        pages = -(-omitted // OUTPUT_PAGE_MAX)
+        call += f", then again with offset=next_offset until it reaches {end} ({pages} pages)"
     marker = (
         f"\n\n[... {omitted} bytes of {stream} omitted (offset {start} to {end}); read them with "
-        f'get_execution_output(task_id="{task_id}", stream="{stream}", offset={start}, '
-        f"limit={omitted}){resource} ...]\n\n"
+        f"{call}{resource} ...]\n\n"
     )
     return Clip(_text(hb) + marker + _text(tb), True, total, start, omitted)
+
+
+def omitted_range(c: Clip) -> dict[str, int]:
+    """What a clipped result's `output_omitted` says: the first page to fetch (`offset`,
+    `limit`, within what one get_execution_output call returns) and where the gap ends."""
+    end = c.omitted_offset + c.omitted_bytes
+    return {"offset": c.omitted_offset, "limit": min(c.omitted_bytes, OUTPUT_PAGE_MAX), "end": end}
 
 
 def clip_text(text: str, max_chars: int, where: str) -> tuple[str, bool]:

@@ -21,8 +21,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
+from cc_executor.cli.options import flag_of
 from cc_executor.client import ExecutorClient, ExecutorConnectionError
 from cc_executor.config import Settings
+from cc_executor.problems import field_path, problems
 from cc_executor.protocol import Action, ErrorCode, ProtocolError, TaskStatus
 
 EXIT_NOT_COMPLETED = 1  # the task, turn or coordination did not complete; `status`: not running
@@ -373,6 +375,28 @@ class CancelOnSignal:
 # --------------------------------------------------------------------------- running
 
 
+POSITIONAL_FIELDS = {"prompt": "PROMPT", "command": "CMD"}
+"""Request fields given as positional arguments, named as the usage line names them."""
+
+
+def _is_problem_list(data: Any) -> bool:
+    return isinstance(data, list) and all(isinstance(e, dict) and "msg" in e for e in data)
+
+
+def params_problems(details: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    """The service's -32602 details as one line per problem, each naming the field as it
+    was given here: its option (`--max-turns`), or the positional argument."""
+
+    def name(path: tuple[str | int, ...]) -> str:
+        head, rest = path[0], path[1:]
+        if isinstance(head, str) and hasattr(args, head):
+            head = POSITIONAL_FIELDS.get(head) or flag_of(head)
+        return field_path((head, *rest))
+
+    lines = problems(details, name=name) or ["invalid params"]
+    return "\n".join(f"error: {line}" for line in lines)
+
+
 def run_command(command: Command, args: argparse.Namespace) -> int:
     """Run one command to its exit code; every failure becomes a message and its code."""
     try:
@@ -382,7 +406,9 @@ def run_command(command: Command, args: argparse.Namespace) -> int:
     except ProtocolError as exc:
         msg = f"error: {exc.message}"
         data = exc.data
-        if data is not None and not getattr(args, "json", False):
+        if exc.code == ErrorCode.INVALID_PARAMS and _is_problem_list(data):
+            msg = params_problems(data, args)
+        elif data is not None and not getattr(args, "json", False):
             detail = data if isinstance(data, str) else json.dumps(data, default=str)
             msg += f"\n  {detail}"
         hint = ERROR_HINTS.get(exc.code)

@@ -71,9 +71,11 @@ class WebSocketTransport:
         pool_size: int = 4,
         connect_timeout: float = 5.0,
         retry_for: float = 0.0,
+        token_source: str | None = None,
     ) -> None:
         self.url = url
         self._token = token
+        self.token_source = token_source  # where the token is read, for a refusal's message
         self._sink = on_notification
         self.settings = settings or Settings()
         self.pool_size = max(1, pool_size)
@@ -140,7 +142,12 @@ class WebSocketTransport:
         try:
             await client.connect()
         except ExecutorConnectionError as exc:
-            raise ServiceUnavailable(f"{exc}. Start it with `cc-executor start`") from exc
+            if isinstance(exc.__cause__, OSError | TimeoutError):  # nothing answers there
+                raise ServiceUnavailable(f"{exc}. Start it with `cc-executor start`") from exc
+            if "HTTP 401" in str(exc):  # it runs, and refused the token
+                where = f"; the token is read from {self.token_source}" if self.token_source else ""
+                raise ServiceUnavailable(f"the service refused the token ({exc}){where}") from exc
+            raise ServiceUnavailable(str(exc)) from exc
         conn.client = client
         self.connections_opened += 1
         return conn

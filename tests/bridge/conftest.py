@@ -18,7 +18,7 @@ from mcp_types import CallToolResult
 
 from cc_executor.config import Settings
 from cc_executor.server import ExecutorService
-from tests.support import FAKE_CLAUDE, eventually
+from tests.support import FAKE_CLAUDE, ServiceProcess, eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 CALL_TIMEOUT = 60.0
@@ -67,6 +67,27 @@ def service_env(service: ExecutorService, bridge_env: dict[str, str]) -> dict[st
         **bridge_env,
         "CC_EXECUTOR_WEBSOCKET_URL": service.url,
         "CC_EXECUTOR_TOKEN": service.token,
+    }
+
+
+@pytest.fixture
+async def service_process(tmp_path: Path) -> AsyncIterator[ServiceProcess]:
+    """The service as deployed: `python -m cc_executor.server`, a process of its own."""
+    svc = ServiceProcess(tmp_path / "service-data", tmp_path / "service.log")
+    await svc.start()
+    try:
+        yield svc
+    finally:
+        await svc.stop_async()
+
+
+@pytest.fixture
+def process_env(service_process: ServiceProcess, bridge_env: dict[str, str]) -> dict[str, str]:
+    """What a bridge in front of `service_process` gets."""
+    return {
+        **bridge_env,
+        "CC_EXECUTOR_WEBSOCKET_URL": service_process.url,
+        "CC_EXECUTOR_TOKEN": service_process.token,
     }
 
 

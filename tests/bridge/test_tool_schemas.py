@@ -74,6 +74,19 @@ BRIDGE_DEFAULT = {("get_execution_output", "limit"), ("get_workspace_diff", "lim
 """Params the tool lets the agent leave out (null) where the protocol has a default of its
 own: the bridge fills in its setting (max_output_chars)."""
 
+ANY_CASE = {("control_execution", "action")}
+"""Params whose protocol model upper-cases what it is given (`ControlParams.action`): the
+tool's enum lists each value in upper and in lower case, so a client that checks arguments
+against the schema accepts what the service accepts."""
+
+
+def both_cases(s: Any) -> Any:
+    """The shape of the protocol's enum as the tool lists it: each value, then lower-cased."""
+    d = dict(s)
+    d["enum"] = tuple(sorted(d["enum"] + tuple(v.lower() for v in d["enum"])))
+    return tuple(sorted(d.items()))
+
+
 MODELS: dict[Method, type[BaseModel]] = {
     Method.EXECUTE: ExecuteParams,
     Method.EXECUTE_CLAUDE: ExecuteClaudeParams,
@@ -175,6 +188,8 @@ async def test_every_tool_schema_matches_its_protocol_model(
             if (tool, name) in BRIDGE_DEFAULT:
                 assert not want_required and (("type", "null"),) in got_shape, (tool, name)
                 got_shape = without_null(got_shape)
+            if (tool, name) in ANY_CASE:
+                want_shape = both_cases(want_shape)
             if got_shape != want_shape:
                 problems.append(f"{tool}.{name}: type {got_shape} != {want_shape}")
             if got_required != want_required:

@@ -393,7 +393,9 @@ async def test_client_cancel_of_a_list_cancels_running_and_pending(
         lambda d: d["status"] == "cancelled",
     )
     assert s["status"] == "cancelled"
-    assert [t["status"] for t in s["tasks"]] == ["completed"]
+    # Every task is listed: the one it ran, the one cancelled, the one it never started.
+    assert [t["status"] for t in s["tasks"]] == ["completed", "cancelled", "skipped"]
+    assert [t["index"] for t in s["tasks"]] == [0, 1, 2]
     assert not (tmp_path / "never").exists()
 
 
