@@ -24,7 +24,7 @@ from typing import Any
 
 from cc_executor.claude.retry import ClaudeRetries
 from cc_executor.config import Settings
-from cc_executor.engine import Engine, Event
+from cc_executor.engine import Engine
 from cc_executor.protocol import ErrorCode, Notification, ProtocolError, TaskStatus
 from cc_executor.protocol_families import (
     SessionCoordinateParams,
@@ -332,11 +332,10 @@ class SessionManager:
         return d
 
     def _notify(self, s: Session) -> None:
-        """`session.updated` to the engine's listeners (dashboards)."""
-        if not self.engine.listeners:
-            return
+        """`session.updated` to listeners (dashboards): on the bus, so in a cluster the
+        listeners of every node get it."""
         cur = self.turns.current(s.session_id)
-        ev = Event(
+        self.engine.bus.publish(
             Notification.SESSION_UPDATED,
             {
                 "task_id": "",  # not a task event: clients route it by session_id
@@ -348,8 +347,6 @@ class SessionManager:
                 "queued": self.turns.queued(s.session_id),
             },
         )
-        for sub in tuple(self.engine.listeners):
-            sub.push(ev)
 
     # ------------------------------------------------------------------ kill
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tests.support import wait_until
+
 from .support import client
 
 FAKE_CLAUDE = Path(__file__).parent.parent / "fake_claude" / "claude"
@@ -64,3 +66,27 @@ async def test_an_active_sessions_name_is_unique_across_the_cluster(
         assert again["node"] == "node-a" and again["name"] == "builder"
         status = await cb.result("session.status", {"session_id": "builder"})
         assert status["session_id"] == again["session_id"]  # the active one, wherever it is
+
+
+async def test_session_updates_reach_listeners_on_every_node(nodes: Any, tmp_path: Path) -> None:
+    state = tmp_path / "fake-claude-state"
+    state.mkdir()
+    env = {"CC_EXECUTOR_CLAUDE_BIN": str(FAKE_CLAUDE), "FAKE_CLAUDE_STATE_DIR": str(state)}
+    a, b = await nodes("node-a", **env), await nodes("node-b", **env)
+    async with client(a) as listener, client(b) as cb:
+        await listener.result("listen", {})
+        s = await cb.result("session.create", {"working_dir": str(tmp_path), "name": "remote"})
+        turn = await cb.result(
+            "session.send", {"session_id": s["session_id"], "message": "hi", "wait": True}
+        )
+        assert turn["status"] == "completed"
+
+        def updates() -> list[dict[str, Any]]:
+            return [
+                n["params"]
+                for n in listener.notifications
+                if n["method"] == "session.updated" and n["params"]["session_id"] == s["session_id"]
+            ]
+
+        await wait_until(lambda: any(u["turns"] == 1 and u["status"] == "idle" for u in updates()))
+        assert updates()[0]["name"] == "remote"
