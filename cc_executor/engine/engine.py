@@ -184,6 +184,12 @@ class Engine(GroupControl, OutputServing):
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
 
+    def kill_now(self) -> None:
+        """SIGKILL every live task's group at once: for a process about to die."""
+        for task in self._live.values():
+            if task.record.pgid is not None:
+                process.kill_group_now(task.record.pgid)
+
     # ------------------------------------------------------------------ queries
 
     def log_path(self, task_id: str, stream: Stream) -> Path:

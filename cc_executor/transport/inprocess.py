@@ -10,8 +10,10 @@ the Python API get the service's replies, errors and notifications, not a copy o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
+import signal
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from cc_executor.engine.events import holds_of_this_request
 from cc_executor.handlers import ROUTES, Conn
 from cc_executor.protocol import ErrorCode, Method, ProtocolError
 from cc_executor.runtime import Runtime, start_runtime
-from cc_executor.transport import NotificationSink
+from cc_executor.transport import NotificationSink, sigterm
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,8 @@ class InProcessTransport:
         self._starting = asyncio.Lock()
         self._ids = itertools.count(1)
         self._closed = False
+        self._sigterm_loop: asyncio.AbstractEventLoop | None = None
+        self._terminating: asyncio.Future[None] | None = None
 
     @property
     def started(self) -> bool:
@@ -87,7 +91,33 @@ class InProcessTransport:
             runtime.engine, unlimited, sub, peer="in-process", sessions=runtime.sessions
         )
         self.runtime = runtime
+        self._take_sigterm()
         log.info("local engine started in %s", runtime.settings.data_dir)
+
+    def _take_sigterm(self) -> None:
+        """SIGTERM ends this engine's groups, then the process (`transport/sigterm.py`)."""
+        if not sigterm.default_here():
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGTERM, self._on_sigterm)
+        except (NotImplementedError, RuntimeError, ValueError):
+            return
+        self._sigterm_loop = loop
+
+    def _on_sigterm(self) -> None:
+        if self._terminating is None:
+            log.warning("SIGTERM: ending the local engine's tasks, then this process")
+            self._terminating = asyncio.ensure_future(self._end_then_die())
+
+    async def _end_then_die(self) -> None:
+        runtime = self.runtime
+        try:
+            await self.aclose()
+        finally:
+            if runtime is not None:  # the close was cut short (cancelled): no group survives
+                runtime.engine.kill_now()
+            sigterm.die_of_sigterm()
 
     def _deliver(self, event: Event) -> None:
         if self._sink is None:
@@ -131,6 +161,10 @@ class InProcessTransport:
     async def aclose(self) -> None:
         """Stop the runtime: every task's group ends (the sink still hears of it)."""
         self._closed = True
+        loop, self._sigterm_loop = self._sigterm_loop, None
+        if loop is not None and self._terminating is None:
+            with contextlib.suppress(Exception):  # SIGTERM is the default's again
+                loop.remove_signal_handler(signal.SIGTERM)
         async with self._starting:
             runtime, conn = self.runtime, self._conn
             self.runtime = self._conn = None
