@@ -32,7 +32,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from cc_executor import __version__, door, jsonrpc
+from cc_executor import __version__, door, jsonrpc, service_policy
 from cc_executor.auth import ensure_token, token_matches
 from cc_executor.claude.ratelimit import RateLimits
 from cc_executor.cluster.routing import cluster_routes
@@ -49,6 +49,7 @@ from cc_executor.handlers import ROUTES, Conn
 from cc_executor.logs import setup_logging
 from cc_executor.protocol import ErrorCode, Method, OutputParams, ProtocolError
 from cc_executor.runtime import build_runtime
+from cc_executor.service_policy import ServicePolicy
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ class ExecutorService:
             await cluster.check_reachable()
             self.token = await cluster.shared_token(self.token)
         await self.engine.start()
+        self._write_policy()
         await self.sessions.start()
         self._server = await serve(
             self._handle,
@@ -120,6 +122,18 @@ class ExecutorService:
             "cc-executor listening",
             extra={"url": self.url, "data_dir": str(self.settings.data_dir)},
         )
+
+    def _write_policy(self) -> None:
+        """`<data_dir>/policy.json`: what a bridge's local fallback must apply as well."""
+        try:
+            service_policy.write(self.settings.data_dir, ServicePolicy.of(self.settings))
+        except OSError as exc:
+            log.error(
+                "cannot write %s: %s (a bridge's local fallback will refuse to run "
+                "anything rather than guess)",
+                service_policy.policy_path(self.settings.data_dir),
+                exc,
+            )
 
     @property
     def port(self) -> int:

@@ -25,7 +25,9 @@ from cc_executor.engine.events import holds_of_this_request
 from cc_executor.handlers import ROUTES, Conn
 from cc_executor.protocol import ErrorCode, Method, ProtocolError
 from cc_executor.runtime import Runtime, start_runtime
+from cc_executor.service_policy import PolicyUnknown, ServicePolicy
 from cc_executor.transport import NotificationSink, sigterm
+from cc_executor.transport.fallback import HARMLESS, FallbackPolicy
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,9 @@ class InProcessTransport:
         self._ids = itertools.count(1)
         self._closed = False
         self._sigterm_loop: asyncio.AbstractEventLoop | None = None
+        self.fallback: FallbackPolicy | None = None
+        """Set by `AutoTransport`: the service's policy, applied before each call."""
+        self._applied: ServicePolicy | None = None
         self._terminating: asyncio.Future[None] | None = None
 
     @property
@@ -133,6 +138,8 @@ class InProcessTransport:
             await self.start()
             conn = self._conn
             assert conn is not None
+        if self.fallback is not None:
+            self._apply_fallback_policy(method, conn)
         req = jsonrpc.Request(str(method), params if params is not None else {}, next(self._ids))
         loop = asyncio.get_running_loop()
         with holds_of_this_request() as held:
@@ -148,6 +155,25 @@ class InProcessTransport:
             raise ProtocolError(err["code"], err["message"], err.get("data"))
         result: dict[str, Any] = reply["result"]
         return result
+
+    def _apply_fallback_policy(self, method: Method, conn: Conn) -> None:
+        """The strictest known policy, applied to the engine's settings (read at each
+        request); ProtocolError(COMMAND_NOT_ALLOWED) when it cannot be known."""
+        assert self.fallback is not None and self.runtime is not None
+        try:
+            policy = self.fallback.current()
+        except PolicyUnknown as exc:
+            if method in HARMLESS:
+                return  # starts nothing; the last policy applied stays
+            raise ProtocolError(
+                ErrorCode.COMMAND_NOT_ALLOWED,
+                str(exc),
+                {"rule": "service_policy", "file": str(self.fallback.path)},
+            ) from None
+        if policy != self._applied:
+            for settings in (self.settings, self.runtime.settings, conn.settings):
+                policy.apply_to(settings)
+            self._applied = policy
 
     def info(self) -> dict[str, Any]:
         runtime = self.runtime
