@@ -20,6 +20,7 @@ import contextlib
 import logging
 import resource
 import signal
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -166,10 +167,16 @@ class ExecutorService:
     # ---------------------------------------------------------------- HTTP side
 
     def health(self) -> dict[str, Any]:
+        """`status` "degraded" with its `problems` (a full disk, a deleted data dir:
+        engine/health.py) while new tasks are refused. Still HTTP 200: the service runs
+        and serves, and a probe that restarted it on a full disk would lose the records
+        it keeps until the disk takes them."""
         stats = self.engine.stats()
         cluster = self.engine.cluster
+        problems = self.engine.storage.problems()
         return {
-            "status": "ok",
+            "status": "degraded" if problems else "ok",
+            "problems": problems,
             "version": __version__,
             "node": self.settings.node,
             "cluster": None if cluster is None else cluster.health(),
@@ -520,7 +527,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(settings.log_level, settings.log_format, settings.log_file)
     try:
         asyncio.run(run_service(settings))
-    except OSError as exc:
+    except (OSError, sqlite3.Error) as exc:  # sqlite3: its data dir's disk is full, say
         log.error("cannot start: %s", exc)
         return 1
     return 0
