@@ -13,6 +13,7 @@ from cc_executor.config import Settings
 from cc_executor.policy import command_argv
 from cc_executor.protocol import ExecuteParams, ProtocolError
 from cc_executor.service_policy import PolicyUnknown, ServicePolicy, strictest
+from cc_executor.transport.fallback import FallbackPolicy
 
 
 def _policy(**kw: object) -> ServicePolicy:
@@ -97,3 +98,21 @@ def test_a_policy_that_cannot_be_written_is_emptied(tmp_path: Path) -> None:
     assert service_policy.policy_path(tmp_path).read_bytes() == b""
     with pytest.raises(PolicyUnknown, match="not JSON"):
         service_policy.read(tmp_path)
+
+
+def test_fallback_policy_follows_the_file_and_what_it_learned(tmp_path: Path) -> None:
+    told: dict[str, object] | None = None
+    fallback = FallbackPolicy(Settings(data_dir=tmp_path), tmp_path, lambda: told)
+    assert fallback.current().allowed_commands is None  # nothing known: its own settings
+    service_policy.write(tmp_path, _policy(allowed_commands=["echo", "ls"]))
+    assert fallback.current().allowed_commands == ("echo", "ls")  # the file, rewritten
+    assert fallback.current() is fallback.current()  # kept while nothing changed
+    told = _policy(allowed_commands=["ls", "cat"]).to_json()
+    assert fallback.current().allowed_commands == ("ls",)  # learned and file: both hold
+    service_policy.policy_path(tmp_path).write_text("{")
+    with pytest.raises(PolicyUnknown, match="could not be read"):
+        fallback.current()
+    told = {**_policy().to_json(), "version": 7}
+    os.unlink(service_policy.policy_path(tmp_path))
+    with pytest.raises(PolicyUnknown, match="from the service's ping is not one"):
+        fallback.current()

@@ -11,6 +11,7 @@ cannot be read or parsed, a policy of another version), nothing runs locally.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,14 +53,37 @@ class FallbackPolicy:
         self.own = ServicePolicy.of(own)
         self.data_dir = data_dir
         self._learned = learned
+        # Each call asks: the answer is kept while what it was made of is unchanged (the
+        # same learned object, the policy file with the same identity and mtime).
+        self._told: dict[str, Any] | None = None
+        self._file: tuple[int, ...] | None = None
+        self._answer: ServicePolicy | PolicyUnknown | None = None
 
     @property
     def path(self) -> Path:
         return service_policy.policy_path(self.data_dir)
 
     def current(self) -> ServicePolicy:
-        known: list[ServicePolicy] = []
         told = self._learned()
+        try:
+            st = os.stat(self.path)
+            on_disk: tuple[int, ...] | None = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        except FileNotFoundError:
+            on_disk = None
+        except OSError:
+            on_disk = (-1,)  # read() says why
+        if self._answer is None or told is not self._told or on_disk != self._file:
+            try:
+                self._answer = self._compute(told)
+            except PolicyUnknown as exc:
+                self._answer = exc
+            self._told, self._file = told, on_disk
+        if isinstance(self._answer, PolicyUnknown):
+            raise PolicyUnknown(str(self._answer))
+        return self._answer
+
+    def _compute(self, told: dict[str, Any] | None) -> ServicePolicy:
+        known: list[ServicePolicy] = []
         if told is not None:
             known.append(ServicePolicy.parse(told, "the service's ping"))
         on_disk = service_policy.read(self.data_dir)  # PolicyUnknown: unreadable

@@ -170,7 +170,7 @@ class InProcessTransport:
                 str(exc),
                 {"rule": "service_policy", "file": str(self.fallback.path)},
             ) from None
-        if policy != self._applied:
+        if policy is not self._applied:  # the same object while nothing changed
             for settings in (self.settings, self.runtime.settings, conn.settings):
                 policy.apply_to(settings)
             self._applied = policy
