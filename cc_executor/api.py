@@ -10,7 +10,8 @@ service's own handlers on an engine in this process, so the same process groups,
 logs, records and replies. One transport serves the whole process: it runs on a background
 event-loop thread, so sync callers and async callers on any loop share it, and its engine
 owns its data dir (`<data_dir>/api`) alone. Cancelling a call (Ctrl-C, task cancellation)
-cancels its process group before the call returns.
+cancels its process group before the call returns; SIGTERM to the process (while nothing
+else handles it) ends every task's group, then the process (`transport/sigterm.py`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import concurrent.futures
 import inspect
 import os
 import queue
+import signal
 import threading
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +40,7 @@ from cc_executor.protocol import (
     Stream,
 )
 from cc_executor.tasks import TaskParams
+from cc_executor.transport import sigterm
 from cc_executor.transport.inprocess import InProcessTransport
 
 EventCallback = Callable[[str, dict[str, Any]], Any]
@@ -143,7 +146,7 @@ class _ApiRuntime:
     """One `_Api` on a daemon event-loop thread, started on first use."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # the SIGTERM handler may run while it is held
         self._loop: asyncio.AbstractEventLoop | None = None
         self._api: _Api | None = None
         self.settings: Settings | None = None
@@ -168,7 +171,16 @@ class _ApiRuntime:
                 raise
             self._loop, self._api, self.settings = loop, api, settings
             atexit.register(self.shutdown)
+            if sigterm.default_here():  # else the program's own handler decides
+                signal.signal(signal.SIGTERM, self._on_sigterm)
             return loop, api
+
+    def _on_sigterm(self, signum: int, frame: object) -> None:
+        """SIGTERM, like Ctrl-C, ends every task's group before the process ends."""
+        try:
+            self.shutdown()
+        finally:
+            sigterm.die_of_sigterm()
 
     def submit(self, make: Callable[[_Api], Coroutine[Any, Any, Any]]) -> _Call:
         loop, api = self._start()

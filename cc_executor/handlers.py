@@ -32,6 +32,7 @@ from cc_executor.protocol import (
     UnsubscribeParams,
 )
 from cc_executor.protocol_families import PARAMS
+from cc_executor.service_policy import ServicePolicy
 from cc_executor.sessions.handlers import SESSION_ROUTES
 from cc_executor.tasks import TaskParams, spec_for
 from cc_executor.workspaces.handlers import WORKSPACE_ROUTES
@@ -176,7 +177,10 @@ async def hook_status(conn: Conn, p: EmptyParams) -> dict[str, Any]:
 
 
 async def ping(conn: Conn, p: EmptyParams) -> dict[str, Any]:
-    return {"pong": True, "version": __version__, "time": time.time()}
+    """Also the service's policy: what a client's local fallback must apply too
+    (cc_executor/service_policy.py)."""
+    policy = ServicePolicy.of(conn.settings).to_json()
+    return {"pong": True, "version": __version__, "time": time.time(), "policy": policy}
 
 
 async def listen(conn: Conn, p: ListenParams) -> dict[str, Any]:

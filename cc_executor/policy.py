@@ -50,8 +50,9 @@ what runs. `NAME*` matches every name that starts with NAME."""
 SERVICE_ENV = frozenset({"CC_EXECUTOR_SESSION_ID", "CC_EXECUTOR_SESSION_NAME"})
 """Set by the service itself (a session's turns): always allowed."""
 
-SERVICE_SECRETS = ("CC_EXECUTOR_AUTH_TOKEN",)
-"""The service's own secrets: never passed on to a task it runs."""
+SERVICE_SECRETS = ("CC_EXECUTOR_AUTH_TOKEN", "CC_EXECUTOR_TOKEN", "CC_EXECUTOR_REDIS_URL")
+"""The service's own secrets (its token, the bridge's alias of it, a Redis URL that may hold
+a password): never passed on to a child it runs (`engine.process.spawn` drops them)."""
 
 # Rules, as named in a refusal's `data.rule` (docs/configuration.md lists them).
 RULE_PROGRAM = "program"

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import resource
 import signal
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -32,7 +33,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from cc_executor import __version__, door, jsonrpc
+from cc_executor import __version__, door, jsonrpc, service_policy
 from cc_executor.auth import ensure_token, token_matches
 from cc_executor.claude.ratelimit import RateLimits
 from cc_executor.cluster.routing import cluster_routes
@@ -49,6 +50,7 @@ from cc_executor.handlers import ROUTES, Conn
 from cc_executor.logs import setup_logging
 from cc_executor.protocol import ErrorCode, Method, OutputParams, ProtocolError
 from cc_executor.runtime import build_runtime
+from cc_executor.service_policy import ServicePolicy
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,7 @@ class ExecutorService:
             await cluster.check_reachable()
             self.token = await cluster.shared_token(self.token)
         await self.engine.start()
+        self._write_policy()
         await self.sessions.start()
         self._server = await serve(
             self._handle,
@@ -120,6 +123,18 @@ class ExecutorService:
             "cc-executor listening",
             extra={"url": self.url, "data_dir": str(self.settings.data_dir)},
         )
+
+    def _write_policy(self) -> None:
+        """`<data_dir>/policy.json`: what a bridge's local fallback must apply as well."""
+        try:
+            service_policy.write(self.settings.data_dir, ServicePolicy.of(self.settings))
+        except OSError as exc:
+            log.error(
+                "cannot write %s: %s (a bridge's local fallback will refuse to run "
+                "anything rather than guess)",
+                service_policy.policy_path(self.settings.data_dir),
+                exc,
+            )
 
     @property
     def port(self) -> int:
@@ -152,10 +167,16 @@ class ExecutorService:
     # ---------------------------------------------------------------- HTTP side
 
     def health(self) -> dict[str, Any]:
+        """`status` "degraded" with its `problems` (a full disk, a deleted data dir:
+        engine/health.py) while new tasks are refused. Still HTTP 200: the service runs
+        and serves, and a probe that restarted it on a full disk would lose the records
+        it keeps until the disk takes them."""
         stats = self.engine.stats()
         cluster = self.engine.cluster
+        problems = self.engine.storage.problems()
         return {
-            "status": "ok",
+            "status": "degraded" if problems else "ok",
+            "problems": problems,
             "version": __version__,
             "node": self.settings.node,
             "cluster": None if cluster is None else cluster.health(),
@@ -531,7 +552,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(settings.log_level, settings.log_format, settings.log_file)
     try:
         asyncio.run(run_service(settings))
-    except OSError as exc:
+    except (OSError, sqlite3.Error) as exc:  # sqlite3: its data dir's disk is full, say
         log.error("cannot start: %s", exc)
         return 1
     return 0

@@ -4,6 +4,12 @@ Writes are fire-and-forget: `put` enqueues a statement, the thread applies them 
 and batches whatever is waiting into one transaction. Reads (`call`) run on the same
 thread after every earlier write, so a read sees everything put before it. The task store
 and the session store are both built on this.
+
+A write the disk refuses (full, an I/O error) is not dropped: it is kept, in order, and
+tried again with the next batch, or every `RETRY_S` while nothing else comes, until the
+disk takes it; meanwhile `failing` says why, so the owner can report it and refuse new
+work. Reads are still answered (without what is waiting). At `close`, what still cannot
+be written is logged as lost.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +30,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _Op = tuple[str, Any, concurrent.futures.Future[Any] | None]
+_Write = tuple[str, tuple[Any, ...]]
 _WRITES = frozenset({"write", "write_many"})
+
+RETRY_S = 1.0
+"""How often writes the disk refused are tried again while no other write comes."""
 
 
 class SqliteThread:
@@ -36,6 +47,10 @@ class SqliteThread:
         self._conn: sqlite3.Connection | None = None
         self._closed = False
         self.write_errors = 0
+        self._backlog: list[_Write] = []  # refused by the disk, in order: tried again
+        self.failing: str | None = None
+        """Why writes are being refused now (the SQLite error), None while they succeed."""
+        self.failing_since: float | None = None
 
     # -- thread side -------------------------------------------------------------------
 
@@ -54,12 +69,16 @@ class SqliteThread:
             return
         ready.set_result(None)
         while True:
-            op = self._ops.get()
+            try:
+                op = self._ops.get(timeout=RETRY_S if self._backlog else None)
+            except queue.Empty:
+                self._write([])  # try what is waiting again
+                continue
             if op[0] not in _WRITES:
                 if self._handle(op):
                     return
                 continue
-            writes: list[tuple[str, tuple[Any, ...]]] = []
+            writes: list[_Write] = []
             nxt: _Op | None = op
             while nxt is not None and nxt[0] in _WRITES:
                 # Batch every write already waiting into one transaction.
@@ -76,22 +95,59 @@ class SqliteThread:
             if nxt is not None and self._handle(nxt):
                 return
 
-    def _write(self, writes: list[tuple[str, tuple[Any, ...]]]) -> None:
+    def _write(self, writes: list[_Write]) -> bool:
+        """Apply what is waiting, then `writes`, in one transaction; True if written."""
         assert self._conn is not None
+        batch = self._backlog + writes if self._backlog else writes
         try:
             with self._conn:
                 self._conn.execute("BEGIN")
-                for sql, row in writes:
+                for sql, row in batch:
                     self._conn.execute(sql, row)
-        except sqlite3.Error as exc:
+        except sqlite3.OperationalError as exc:  # the disk: full, I/O, read-only...
             self.write_errors += 1
-            log.error("%s: write failed: %s", self.name, exc)
+            self._backlog = batch
+            if self.failing is None:
+                self.failing_since = time.time()
+                log.error(
+                    "%s: write failed: %s; kept, tried again until the disk takes it",
+                    self.name,
+                    exc,
+                )
+            self.failing = str(exc)
+            return False
+        except sqlite3.Error as exc:  # the statement itself: trying again cannot help
+            self.write_errors += 1
+            self._backlog = []
+            log.error("%s: write failed, dropped: %s", self.name, exc)
+            return False
+        if self.failing is not None:
+            log.warning(
+                "%s: writes succeed again (%d kept while they failed, now written)",
+                self.name,
+                len(self._backlog),
+            )
+            self.failing = self.failing_since = None
+        self._backlog = []
+        return True
+
+    @property
+    def waiting(self) -> int:
+        """Writes the disk refused, kept to be tried again."""
+        return len(self._backlog)
 
     def _handle(self, op: _Op) -> bool:
         """Run a non-write op; True means stop the thread."""
         assert self._conn is not None
         kind, arg, fut = op
         if kind == "close":
+            if self._backlog and not self._write([]):
+                log.error(
+                    "%s: closing with %d writes the disk still refuses: they are lost (%s)",
+                    self.name,
+                    len(self._backlog),
+                    self.failing,
+                )
             self._conn.close()
             if fut is not None and fut.set_running_or_notify_cancel():
                 fut.set_result(None)

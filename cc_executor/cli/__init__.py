@@ -29,6 +29,7 @@ from cc_executor.cli.claude import add_claude_command
 from cc_executor.cli.common import (
     EXIT_CODES_HELP,
     EXIT_USAGE,
+    TOKEN_FILE_HELP,
     TOKEN_HELP,
     URL_HELP,
     CliParser,
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cc-executor {__version__}")
     parser.add_argument("--url", type=ws_url, help=URL_HELP)
     parser.add_argument("--token", help=TOKEN_HELP)
+    parser.add_argument("--token-file", metavar="PATH", help=TOKEN_FILE_HELP)
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
     add_start_command(sub)
     add_task_commands(sub)

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
@@ -133,7 +134,12 @@ URL_HELP = (
 )
 TOKEN_HELP = (
     "auth token (default: CC_EXECUTOR_AUTH_TOKEN, else the token file in the data dir, "
-    "CC_EXECUTOR_DATA_DIR); write --token=T when T starts with -"
+    "CC_EXECUTOR_DATA_DIR); it shows in `ps`: prefer --token-file; write --token=T when T "
+    "starts with -"
+)
+TOKEN_FILE_HELP = (
+    "read the auth token from this file (default: CC_EXECUTOR_TOKEN_FILE); "
+    "unlike --token, nothing of it shows in `ps`"
 )
 
 
@@ -177,6 +183,9 @@ CONNECTION = argparse.ArgumentParser(add_help=False)
 """`--url` and `--token` after a subcommand; SUPPRESS keeps a value given before it."""
 CONNECTION.add_argument("--url", type=ws_url, default=argparse.SUPPRESS, help=URL_HELP)
 CONNECTION.add_argument("--token", default=argparse.SUPPRESS, help=TOKEN_HELP)
+CONNECTION.add_argument(
+    "--token-file", metavar="PATH", default=argparse.SUPPRESS, help=TOKEN_FILE_HELP
+)
 
 
 def json_option(
@@ -275,10 +284,34 @@ def unreachable(url: str) -> CliError:
     )
 
 
-def token_refused(url: str, given: bool) -> CliError:
+def given_token(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """The token the command line gives and where it came from (`--token`, `--token-file`
+    or CC_EXECUTOR_TOKEN_FILE), else (None, None): the settings' then apply."""
+    token, path = getattr(args, "token", None), getattr(args, "token_file", None)
+    if token is not None and path is not None:
+        raise CliError(EXIT_USAGE, "error: give --token or --token-file, not both")
+    if token is not None:
+        return token, "--token"
+    source = "--token-file"
+    if path is None:
+        path, source = os.environ.get("CC_EXECUTOR_TOKEN_FILE") or None, "CC_EXECUTOR_TOKEN_FILE"
+    if path is None:
+        return None, None
+    try:
+        text = Path(path).expanduser().read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(
+            EXIT_USAGE, f"error: {source} {path}: cannot read the token: {exc}"
+        ) from None
+    if not text:
+        raise CliError(EXIT_USAGE, f"error: {source} {path}: the file is empty")
+    return text, f"{source} {path}"
+
+
+def token_refused(url: str, given: str | None) -> CliError:
     where = settings()
     if given:
-        source = "--token"
+        source = given
     elif where.auth_token:
         source = "CC_EXECUTOR_AUTH_TOKEN"
     else:
@@ -287,14 +320,15 @@ def token_refused(url: str, given: bool) -> CliError:
         EXIT_AUTH,
         f"error: the service at {url} refused the token",
         f"the token came from {source}; give the service's own (its data dir's token file, "
-        "which `cc-executor start` prints) with --token or CC_EXECUTOR_DATA_DIR",
+        "which `cc-executor start` prints) with --token-file or CC_EXECUTOR_DATA_DIR",
     )
 
 
 @contextlib.asynccontextmanager
 async def connected(args: argparse.Namespace) -> AsyncIterator[ExecutorClient]:
     """A client connected to the service of `--url`/`--token` (else the settings')."""
-    url, token = getattr(args, "url", None), getattr(args, "token", None)
+    url = getattr(args, "url", None)
+    token, source = given_token(args)
     client = ExecutorClient(url, token, settings=settings())
     try:
         await client.connect()
@@ -302,7 +336,7 @@ async def connected(args: argparse.Namespace) -> AsyncIterator[ExecutorClient]:
         if isinstance(exc.__cause__, OSError | TimeoutError):
             raise unreachable(client.url) from None
         if "HTTP 401" in str(exc):
-            raise token_refused(client.url, bool(token)) from None
+            raise token_refused(client.url, source) from None
         raise CliError(EXIT_UNREACHABLE, f"error: {exc}") from None
     try:
         yield client

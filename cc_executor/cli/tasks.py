@@ -167,6 +167,8 @@ async def _cmd_status(args: argparse.Namespace) -> int:
         f"{health.get('running', 0)} running, {health.get('paused', 0)} paused, "
         f"{health.get('queued', 0)} queued; {health.get('connections', 0)} connection(s)"
     )
+    for why in health.get("problems") or ():
+        err(f"degraded: {why}")
     if problem:
         err(f"cannot list tasks: {problem.removeprefix('error: ')}")
     elif listing is not None:

@@ -25,6 +25,7 @@ from cc_executor.engine import datadir, listing, process  # faces: listing (stat
 from cc_executor.engine.bus import EventBus, LocalEventBus
 from cc_executor.engine.control import GroupControl
 from cc_executor.engine.events import Subscriber, output_event
+from cc_executor.engine.health import StorageHealth
 from cc_executor.engine.journal import TASK_ENV, SpawnJournal
 from cc_executor.engine.lifecycle import transition
 from cc_executor.engine.listing import TaskPage  # faces
@@ -82,6 +83,7 @@ class Engine(GroupControl, OutputServing):
         )
         self.bus: EventBus = LocalEventBus() if bus is None else bus
         self.log_dir = settings.log_dir
+        self.storage = StorageHealth(settings.data_dir, self.store)  # what /health reports
         self._live: dict[str, RunningTask] = {}
         self._recent = RecentRecords(settings.recent_tasks_bytes, _RECENT_LIMIT)  # harden: bytes
         self._journal = SpawnJournal(settings.data_dir / "spawned.jsonl")
@@ -138,6 +140,7 @@ class Engine(GroupControl, OutputServing):
         """
         datadir.prepare(self.settings.data_dir, self.log_dir)
         self._lock_fd = datadir.lock(self.settings.data_dir)
+        self.storage.watch(self._lock_fd)
         await self.store.open()
         self._opened = True
         await self._recover()
@@ -179,10 +182,17 @@ class Engine(GroupControl, OutputServing):
         if self._opened:
             await self.store.flush()
             await self.store.close()
-            self._journal.close(clean=True)
+            # Records the disk refused to the end: the journal keeps their spawns for recovery.
+            self._journal.close(clean=not self.storage.problems())
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
+
+    def kill_now(self) -> None:
+        """SIGKILL every live task's group at once: for a process about to die."""
+        for task in self._live.values():
+            if task.record.pgid is not None:
+                process.kill_group_now(task.record.pgid)
 
     # ------------------------------------------------------------------ queries
 
@@ -248,6 +258,7 @@ class Engine(GroupControl, OutputServing):
         """Create a task and start it (or queue it). Returns its record at once."""
         if self._closing:
             raise ProtocolError(ErrorCode.INVALID_STATE, "the service is shutting down")
+        self.storage.refuse_new_tasks()  # a full disk, a deleted data dir: engine/health.py
         s = self.settings
         timeout = spec.timeout if spec.timeout is not None else s.default_timeout
         for label, value in (("timeout", timeout), ("idle_timeout", spec.idle_timeout)):

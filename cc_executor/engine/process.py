@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import IO
 
 from cc_executor.engine import reaper
+from cc_executor.policy import SERVICE_SECRETS
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,13 @@ def spawn(
     """Start argv in a new session; by default stdin from /dev/null and both outputs piped.
 
     A helper child passes files instead (a hook reads its JSON from one and writes its
-    output to others). Raises OSError (FileNotFoundError, PermissionError,
+    output to others). The service's secrets (its token) never reach a child, whichever
+    caller built `env`: a task, a hook, git. Raises OSError (FileNotFoundError, PermissionError,
     NotADirectoryError ...) when the program or the working directory cannot be used.
     """
+    child_env = dict(env)
+    for name in SERVICE_SECRETS:
+        child_env.pop(name, None)
     with reaper.spawning() as tracked:
         proc = subprocess.Popen(
             list(argv),
@@ -68,7 +73,7 @@ def spawn(
             stdout=stdout,
             stderr=stderr,
             cwd=cwd,
-            env=dict(env),
+            env=child_env,
             start_new_session=True,
             close_fds=True,
         )

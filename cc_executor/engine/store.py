@@ -12,6 +12,7 @@ import asyncio
 import logging
 import operator
 import sqlite3
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import fields
 from pathlib import Path
@@ -21,7 +22,7 @@ import orjson
 
 from cc_executor.engine.records import TaskRecord
 from cc_executor.protocol import TaskStatus
-from cc_executor.sqlite_thread import SqliteThread
+from cc_executor.sqlite_thread import RETRY_S, SqliteThread
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -105,6 +106,17 @@ class SqliteTaskStore:
     @property
     def write_errors(self) -> int:
         return self._db.write_errors
+
+    def write_problem(self) -> str | None:
+        """Why records cannot be written now (they are kept and retried), else None."""
+        db = self._db
+        if db.failing is None:
+            return None
+        since = time.time() - (db.failing_since or time.time())
+        return (
+            f"task records cannot be written to {self.path}: {db.failing} "
+            f"(for {since:.0f} s; {db.waiting} writes kept, tried again every {RETRY_S:g} s)"
+        )
 
     async def open(self) -> None:
         await self._db.open()

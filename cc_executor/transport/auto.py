@@ -2,6 +2,7 @@
 
 Tasks and sessions stay with whichever side runs them: a call naming one (`task_id`,
 `session_id`) goes to its owner, also after the service is back; listings merge both.
+The local engine applies the service's policy too (`transport/fallback.py`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 from cc_executor.client import ExecutorConnectionError, ServiceUnavailable
 from cc_executor.protocol import ErrorCode, Method, ProtocolError
 from cc_executor.transport import Transport
+from cc_executor.transport.fallback import FallbackPolicy
 from cc_executor.transport.inprocess import InProcessTransport
 from cc_executor.transport.websocket import WebSocketTransport
 
@@ -69,6 +71,10 @@ class AutoTransport:
     ) -> None:
         self.remote = remote
         self.local = local
+        # The local side never runs what the service would refuse (transport/fallback.py).
+        local.fallback = FallbackPolicy(
+            local.settings, local.settings.data_dir, lambda: remote.service_policy
+        )
         self.reconnect_max_wait = reconnect_max_wait
         self.remote_up: bool | None = None  # None: not tried yet
         self.last_error: str | None = None  # why the service was last found unreachable

@@ -10,8 +10,10 @@ the Python API get the service's replies, errors and notifications, not a copy o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
+import signal
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,9 @@ from cc_executor.engine.events import holds_of_this_request
 from cc_executor.handlers import ROUTES, Conn
 from cc_executor.protocol import ErrorCode, Method, ProtocolError
 from cc_executor.runtime import Runtime, start_runtime
-from cc_executor.transport import NotificationSink
+from cc_executor.service_policy import PolicyUnknown, ServicePolicy
+from cc_executor.transport import NotificationSink, sigterm
+from cc_executor.transport.fallback import HARMLESS, FallbackPolicy
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,11 @@ class InProcessTransport:
         self._starting = asyncio.Lock()
         self._ids = itertools.count(1)
         self._closed = False
+        self._sigterm_loop: asyncio.AbstractEventLoop | None = None
+        self.fallback: FallbackPolicy | None = None
+        """Set by `AutoTransport`: the service's policy, applied before each call."""
+        self._applied: ServicePolicy | None = None
+        self._terminating: asyncio.Future[None] | None = None
 
     @property
     def started(self) -> bool:
@@ -87,7 +96,33 @@ class InProcessTransport:
             runtime.engine, unlimited, sub, peer="in-process", sessions=runtime.sessions
         )
         self.runtime = runtime
+        self._take_sigterm()
         log.info("local engine started in %s", runtime.settings.data_dir)
+
+    def _take_sigterm(self) -> None:
+        """SIGTERM ends this engine's groups, then the process (`transport/sigterm.py`)."""
+        if not sigterm.default_here():
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGTERM, self._on_sigterm)
+        except (NotImplementedError, RuntimeError, ValueError):
+            return
+        self._sigterm_loop = loop
+
+    def _on_sigterm(self) -> None:
+        if self._terminating is None:
+            log.warning("SIGTERM: ending the local engine's tasks, then this process")
+            self._terminating = asyncio.ensure_future(self._end_then_die())
+
+    async def _end_then_die(self) -> None:
+        runtime = self.runtime
+        try:
+            await self.aclose()
+        finally:
+            if runtime is not None:  # the close was cut short (cancelled): no group survives
+                runtime.engine.kill_now()
+            sigterm.die_of_sigterm()
 
     def _deliver(self, event: Event) -> None:
         if self._sink is None:
@@ -103,6 +138,8 @@ class InProcessTransport:
             await self.start()
             conn = self._conn
             assert conn is not None
+        if self.fallback is not None:
+            self._apply_fallback_policy(method, conn)
         req = jsonrpc.Request(str(method), params if params is not None else {}, next(self._ids))
         loop = asyncio.get_running_loop()
         with holds_of_this_request() as held:
@@ -119,6 +156,25 @@ class InProcessTransport:
         result: dict[str, Any] = reply["result"]
         return result
 
+    def _apply_fallback_policy(self, method: Method, conn: Conn) -> None:
+        """The strictest known policy, applied to the engine's settings (read at each
+        request); ProtocolError(COMMAND_NOT_ALLOWED) when it cannot be known."""
+        assert self.fallback is not None and self.runtime is not None
+        try:
+            policy = self.fallback.current()
+        except PolicyUnknown as exc:
+            if method in HARMLESS:
+                return  # starts nothing; the last policy applied stays
+            raise ProtocolError(
+                ErrorCode.COMMAND_NOT_ALLOWED,
+                str(exc),
+                {"rule": "service_policy", "file": str(self.fallback.path)},
+            ) from None
+        if policy is not self._applied:  # the same object while nothing changed
+            for settings in (self.settings, self.runtime.settings, conn.settings):
+                policy.apply_to(settings)
+            self._applied = policy
+
     def info(self) -> dict[str, Any]:
         runtime = self.runtime
         return {
@@ -131,6 +187,10 @@ class InProcessTransport:
     async def aclose(self) -> None:
         """Stop the runtime: every task's group ends (the sink still hears of it)."""
         self._closed = True
+        loop, self._sigterm_loop = self._sigterm_loop, None
+        if loop is not None and self._terminating is None:
+            with contextlib.suppress(Exception):  # SIGTERM is the default's again
+                loop.remove_signal_handler(signal.SIGTERM)
         async with self._starting:
             runtime, conn = self.runtime, self._conn
             self.runtime = self._conn = None

@@ -10,7 +10,7 @@ from typing import Any
 
 from cc_executor.client import ExecutorClient, ExecutorConnectionError, ServiceUnavailable
 from cc_executor.config import Settings
-from cc_executor.protocol import Method, Notification
+from cc_executor.protocol import Method, Notification, ProtocolError
 from cc_executor.transport import CHANNEL_LOST, NotificationSink
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,9 @@ class WebSocketTransport:
         self._background: set[asyncio.Task[Any]] = set()
         self._closed = False
         self.connections_opened = 0
+        self.service_policy: dict[str, Any] | None = None
+        """The service's policy as its `ping` told it (cc_executor/service_policy.py),
+        learned on each new connection and kept after the service is gone."""
 
     # ------------------------------------------------------------------ notifications
 
@@ -150,7 +153,19 @@ class WebSocketTransport:
             raise ServiceUnavailable(str(exc)) from exc
         conn.client = client
         self.connections_opened += 1
+        await self._learn_policy(client)
         return conn
+
+    async def _learn_policy(self, client: ExecutorClient) -> None:
+        """Ask the service its policy (`ping`), for a fallback that must apply it too."""
+        try:
+            hello = await client.call(Method.PING)
+        except (ProtocolError, ExecutorConnectionError) as exc:
+            log.info("the service did not tell its policy: %s", exc)
+            return
+        policy = hello.get("policy")
+        if policy is not None:
+            self.service_policy = policy
 
     def _prune(self) -> None:
         dead = [c for c in self._conns if not c.connected]
