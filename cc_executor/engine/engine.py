@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Coroutine, Iterable
 from pathlib import Path
@@ -371,7 +370,7 @@ class Engine(GroupControl, OutputServing):
         }
         task.emit(Notification.STARTED, started)
         self.bus.publish(Notification.STARTED, started)
-        self._watch_exit(task)
+        process.watch_exit(proc, functools.partial(self._on_exit, task))
         assert proc.stdout is not None and proc.stderr is not None
         for stream, pipe in ((Stream.STDOUT, proc.stdout), (Stream.STDERR, proc.stderr)):
             task.open_pipes += 1
@@ -386,36 +385,6 @@ class Engine(GroupControl, OutputServing):
             task.timers.append(loop.call_later(rec.timeout, self._on_timeout, task, "timeout"))
         if rec.idle_timeout is not None:
             task.timers.append(loop.call_later(rec.idle_timeout, self._check_idle, task))
-
-    def _watch_exit(self, task: RunningTask) -> None:
-        """Learn of the child's exit without a thread: pidfd on Linux, else a waiter thread."""
-        loop = asyncio.get_running_loop()
-        assert task.proc is not None
-        proc = task.proc
-        try:
-            pidfd = os.pidfd_open(proc.pid)
-        except (AttributeError, OSError):
-            pidfd = None
-        if pidfd is not None:
-            task.pidfd = pidfd
-
-            def on_readable() -> None:
-                if proc.poll() is None:
-                    return  # spurious wake-up
-                loop.remove_reader(pidfd)
-                os.close(pidfd)
-                task.pidfd = None
-                self._on_exit(task)
-
-            loop.add_reader(pidfd, on_readable)
-            return
-
-        def waiter() -> None:
-            proc.wait()
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._on_exit, task)
-
-        threading.Thread(target=waiter, name=f"wait-{proc.pid}", daemon=True).start()
 
     # ------------------------------------------------------------------ output
 

@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -146,6 +146,34 @@ def group_exists(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def watch_exit(proc: subprocess.Popen[bytes], on_exit: Callable[[], None]) -> None:
+    """Call `on_exit` on the loop once the child has exited: without a thread through a
+    pidfd on Linux, else from a waiter thread."""
+    loop = asyncio.get_running_loop()
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    if pidfd is not None:
+
+        def on_readable() -> None:
+            if proc.poll() is None:
+                return  # spurious wake-up
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            on_exit()
+
+        loop.add_reader(pidfd, on_readable)
+        return
+
+    def waiter() -> None:
+        proc.wait()
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(on_exit)
+
+    threading.Thread(target=waiter, name=f"wait-{proc.pid}", daemon=True).start()
 
 
 def signal_group(pgid: int, sig: int) -> bool:

@@ -92,7 +92,6 @@ class RunningTask:
         self.control_lock = asyncio.Lock()
         self.finishing = False
         self.group_signalled = False  # we sent the group TERM/KILL: wait for it to be gone
-        self.pidfd: int | None = None
         self.start_failed = False  # the spawn (or what follows it) failed: status failed
         self.log_error_sent = False
         self.reading_paused = False
