@@ -219,7 +219,10 @@ class ExecutorClient:
 
     async def _read_loop(self, ws: ClientConnection) -> None:
         try:
-            async for message in ws:
+            while True:
+                # Bytes as they came: orjson checks the UTF-8 itself, so a text frame is
+                # not decoded twice (websockets would make it a str first).
+                message = await ws.recv(decode=False)
                 obj = orjson.loads(message)
                 replied = False
                 for item in obj if isinstance(obj, list) else (obj,):
