@@ -29,6 +29,9 @@ class StorageHealth:
     def __init__(self, data_dir: Path, store: Any) -> None:
         self.data_dir = data_dir
         self.store = store
+        # Checked before every new task: plain strings, two stat calls, no pathlib.
+        self._dir_path = str(data_dir)
+        self._lock_path = str(data_dir / "engine.lock")
         self._dir: tuple[int, int] | None = None
         self._lock: tuple[int, int] | None = None
 
@@ -48,7 +51,7 @@ class StorageHealth:
 
     def _data_dir_problems(self) -> list[str]:
         try:
-            now = _identity(os.stat(self.data_dir))
+            now = _identity(os.stat(self._dir_path))
         except FileNotFoundError:
             now = None
         if now != self._dir:
@@ -57,7 +60,7 @@ class StorageHealth:
                 f"the data dir {self.data_dir} was {what} while the engine runs: records and "
                 "logs go to deleted files and its lock holds nothing; restart the service"
             ]
-        lock = self.data_dir / "engine.lock"
+        lock = self._lock_path
         try:
             held = _identity(os.stat(lock)) == self._lock
         except FileNotFoundError:
