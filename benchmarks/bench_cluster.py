@@ -13,7 +13,10 @@
    its tasks read `lost` at another node's client, against its TTL.
 
 Each scenario gets a fresh redis-server and fresh nodes in a scratch dir, deleted after.
-Run: `python benchmarks/bench_cluster.py [--mb 100] [--pauses 200]` (as root for 4).
+Throughput and output are measured in rounds, the two series interleaved in a new random
+order each round; the figures are medians.
+Run: `python benchmarks/bench_cluster.py [--mb 100] [--pauses 200] [--rounds 3]
+[--output-rounds 7]` (as root for 4).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import random
+import statistics
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -80,21 +85,34 @@ async def throughput(n_nodes: int, tasks: int = 240, slots: int = 40) -> float:
         return time.perf_counter() - t0
 
 
-async def output_rate(mb: int, through_cluster: bool) -> float:
+async def output_rates(mb: int, rounds: int) -> tuple[list[float], list[float]]:
+    """(one node, through the cluster) MB/s: a task printing `mb` MB, every byte checked,
+    on a plain service and on node B with the client on node A, both set up once and
+    measured in interleaved rounds (a new random order each round)."""
     nbytes = mb * 1024 * 1024
     argv = ["sh", "-c", f"head -c {nbytes} /dev/zero | tr '\\0' y"]
-    names = ["node-a", "node-b"] if through_cluster else ["node-a"]
-    async with cluster(names, single=not through_cluster) as nodes, client(nodes[0]) as cl:
-        params: dict[str, Any] = {"command": argv}
-        if through_cluster:
-            params["node"] = "node-b"
-        t0 = time.perf_counter()
-        tid = (await cl.result("execute", params))["task_id"]
-        done = await cl.until("process.completed", tid, timeout=300)
-        elapsed = time.perf_counter() - t0
-        got = cl.output_of(tid)
-        assert len(got) == nbytes == done["stdout_bytes"] and got.count(b"y") == nbytes
-        return mb / elapsed
+    rates: dict[str, list[float]] = {"single": [], "remote": []}
+    async with (
+        cluster(["node-s"], single=True) as (plain,),
+        cluster(["node-a", "node-b"]) as (a, _b),
+    ):
+        for _ in range(rounds):
+            order = ["single", "remote"]
+            random.shuffle(order)
+            for which in order:
+                params: dict[str, Any] = {"command": argv}
+                if which == "remote":
+                    params["node"] = "node-b"
+                async with client(plain if which == "single" else a) as cl:
+                    t0 = time.perf_counter()
+                    tid = (await cl.result("execute", params))["task_id"]
+                    done = await cl.until("process.completed", tid, timeout=300)
+                    elapsed = time.perf_counter() - t0
+                    got = cl.output_of(tid)
+                    assert len(got) == nbytes == done["stdout_bytes"]
+                    assert got.count(b"y") == nbytes
+                rates[which].append(mb / elapsed)
+    return rates["single"], rates["remote"]
 
 
 async def pause_latency(pairs: int) -> tuple[list[float], list[float]]:
@@ -138,6 +156,8 @@ async def main() -> None:
     ap.add_argument("--mb", type=int, default=100)
     ap.add_argument("--pauses", type=int, default=200)
     ap.add_argument("--ttl", type=float, default=3.0)
+    ap.add_argument("--rounds", type=int, default=3, help="throughput rounds (1 and 3 nodes)")
+    ap.add_argument("--output-rounds", type=int, default=7)
     args = ap.parse_args()
     why = redis_available()
     if why:
@@ -145,24 +165,30 @@ async def main() -> None:
     print_machine_info()
     rows: list[Row] = []
 
-    one = await throughput(1)
-    three = await throughput(3)
+    times: dict[int, list[float]] = {1: [], 3: []}
+    for _ in range(args.rounds):
+        order = [1, 3]
+        random.shuffle(order)
+        for n in order:
+            times[n].append(await throughput(n))
+    one, three = statistics.median(times[1]), statistics.median(times[3])
     rows.append(
         Row(
-            "240 x sleep 1, 40 slots/node: 3 nodes vs 1",
-            f"{three:.2f} s ({three / one:.2f}x)",
+            f"240 x sleep 1, 40 slots/node: 3 nodes vs 1 ({args.rounds} rounds)",
+            f"median {three:.2f} s ({three / one:.2f}x; {min(times[3]):.2f}-{max(times[3]):.2f} s)",
             f"1 node {one:.2f} s",
             "<= 0.45x",
             three / one <= 0.45,
         )
     )
 
-    single = await output_rate(args.mb, through_cluster=False)
-    remote = await output_rate(args.mb, through_cluster=True)
+    single_r, remote_r = await output_rates(args.mb, args.output_rounds)
+    single, remote = statistics.median(single_r), statistics.median(remote_r)
     rows.append(
         Row(
-            f"output {args.mb} MB, task on B, client on A",
-            f"{remote:.0f} MB/s ({remote / single:.2f}x)",
+            f"output {args.mb} MB, task on B, client on A ({args.output_rounds} rounds)",
+            f"median {remote:.0f} MB/s ({remote / single:.2f}x; "
+            f"{min(remote_r):.0f}-{max(remote_r):.0f} MB/s)",
             f"1 node {single:.0f} MB/s",
             ">= 0.5x",
             remote / single >= 0.5,

@@ -249,27 +249,37 @@ class ClusterQueue:
                 i.decode()
                 for i in await self._take(keys=[keys.QUEUE, keys.taken(self.node)], args=[free])
             ]
-            for task_id in ids:
-                await self._claim_and_start(task_id)
             if ids:
+                await self._claim_and_start(ids)
                 return  # look again at once: more may be waiting
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), _POLL_S)
 
-    async def _claim_and_start(self, task_id: str) -> None:
-        blob, request = await self.redis.hmget(keys.task(task_id), ["d", "q"])
-        claimed = await self._claim(
-            keys=[
-                keys.task(task_id),
-                keys.taken(self.node),
-                keys.QUEUED_COUNT,
-                keys.node_tasks(self.node),
-            ],
-            args=[task_id, self.node],
-        )
-        if not claimed or blob is None or request is None:
-            return  # cancelled meanwhile, or another node has it
-        self.running += 1
-        req = orjson.loads(request)
+    async def _claim_and_start(self, ids: list[str]) -> None:
+        """Claim what was taken, in one round trip for all, and start it all at once: a
+        node with 40 free slots fills them in one go, not one task after another."""
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hmget(keys.task(task_id), ["d", "q"])
+            await self._claim(  # on a pipeline: queued, sent with the rest
+                keys=[
+                    keys.task(task_id),
+                    keys.taken(self.node),
+                    keys.QUEUED_COUNT,
+                    keys.node_tasks(self.node),
+                ],
+                args=[task_id, self.node],
+                client=pipe,
+            )
+        replies = await pipe.execute()
+        starts = []
         assert self.starter is not None
-        await self.starter(req["method"], row_to_record(blob), req["params"])
+        for (blob, request), claimed in zip(replies[::2], replies[1::2], strict=True):
+            if not claimed or blob is None or request is None:
+                continue  # cancelled meanwhile, or another node has it
+            self.running += 1
+            req = orjson.loads(request)
+            starts.append(self.starter(req["method"], row_to_record(blob), req["params"]))
+        for result in await asyncio.gather(*starts, return_exceptions=True):
+            if isinstance(result, Exception):
+                log.error("a taken task could not be started: %s", result, exc_info=result)

@@ -56,6 +56,7 @@ end
 return 1
 """
 
+_VISIBLE_WAIT_S = 1.0  # how long an `execute` reply waits for Redis to hold its record
 _FLUSH_TIMEOUT = 5.0  # close() waits this long for Redis to take the last snapshots
 
 
@@ -83,6 +84,7 @@ class RedisTaskStore:
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self.write_errors = 0
+        self._visible: dict[str, asyncio.Future[None]] = {}  # waiters of `visible`
 
     async def open(self) -> None:
         if self._writer is None:
@@ -116,6 +118,9 @@ class RedisTaskStore:
             for row in batch:
                 if self._pending.get(row.task_id) is row:  # not replaced meanwhile
                     del self._pending[row.task_id]
+                waiter = self._visible.pop(row.task_id, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
 
     async def write_rows(self, rows: Iterable[_Row]) -> list[Any]:
         # EVALSHA straight into the pipeline: a Script object in a pipeline asks Redis
@@ -187,6 +192,15 @@ class RedisTaskStore:
             recs = [r for r in recs if r.status in want]
         recs.sort(key=lambda r: r.created_at, reverse=True)
         return recs[:limit]
+
+    async def visible(self, task_id: str) -> None:
+        if task_id not in self._pending:
+            return
+        waiter = self._visible.get(task_id)
+        if waiter is None:
+            waiter = self._visible[task_id] = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(TimeoutError):  # Redis away: the record follows later
+            await asyncio.wait_for(asyncio.shield(waiter), _VISIBLE_WAIT_S)
 
     async def flush(self) -> None:
         with contextlib.suppress(TimeoutError):

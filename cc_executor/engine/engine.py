@@ -302,6 +302,8 @@ class Engine(GroupControl, OutputServing):
             self.store.save(record)
         else:  # the shared queue has it (and its record): the node that takes it runs it
             self._live.pop(record.task_id, None)
+        if self.store.shared:  # acknowledged means found by every node (status, subscribe)
+            await self.store.visible(record.task_id)
         return record
 
     async def run_taken(

@@ -40,6 +40,9 @@ class TaskStore(Protocol):
         self, limit: int = 1000, statuses: Iterable[TaskStatus] | None = None
     ) -> list[TaskRecord]: ...
     async def flush(self) -> None: ...
+    async def visible(self, task_id: str) -> None:
+        """Until a shared store holds the record (saved by now), for the other nodes."""
+
     async def close(self) -> None: ...
 
 
@@ -173,6 +176,9 @@ class SqliteTaskStore:
 
     async def flush(self) -> None:
         await self._call(lambda c: None)
+
+    async def visible(self, task_id: str) -> None:
+        return None  # this engine's alone: its own reads see pending saves at once
 
     async def close(self) -> None:
         self._write_pending()
