@@ -82,6 +82,7 @@ class ExecutorService:
         cluster = self.engine.cluster
         if cluster is not None:
             cluster.sessions = self.sessions  # forwarded session.* calls use it
+            self.sessions.find_elsewhere = cluster.find_session  # senders on other nodes
         # In a cluster, calls about another node's tasks are served by that node.
         self.routes = ROUTES if cluster is None else cluster_routes(ROUTES, cluster)
         self.token = ""

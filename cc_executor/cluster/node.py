@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from cc_executor import jsonrpc
 from cc_executor.cluster import keys
+from cc_executor.cluster import sessions as cluster_sessions
 from cc_executor.cluster.bus import RedisEventBus
 from cc_executor.cluster.connection import connect
 from cc_executor.cluster.follow import Followers
@@ -238,6 +239,9 @@ class ClusterNode:
             sub.close()
 
     # ------------------------------------------------------------ views
+
+    async def find_session(self, ref: str) -> tuple[str, str] | None:
+        return await cluster_sessions.find_session(self, ref)
 
     async def nodes(self) -> list[dict[str, Any]]:
         return await self.registry.nodes()

@@ -16,15 +16,30 @@ import orjson
 from cc_executor.cluster import keys
 from cc_executor.jsonrpc import Handler, Route
 from cc_executor.protocol import ErrorCode, Method, ProtocolError
-from cc_executor.protocol_families import SessionListParams
+from cc_executor.protocol_families import SessionCoordinateParams, SessionListParams
 
 if TYPE_CHECKING:
     from cc_executor.cluster.node import ClusterNode
     from cc_executor.handlers import Conn
 
+_TURN_WAIT_MAX_S = 7 * 24 * 3600.0  # a forwarded `session.send` with wait and no timeout
 _NAME_LOCK_MS = 10_000  # a create that dies holding the lock frees the name after this
 
 _BY_REF = (Method.SESSION_SEND, Method.SESSION_STATUS, Method.SESSION_LOGS, Method.SESSION_KILL)
+
+
+async def find_session(cluster: ClusterNode, ref: str) -> tuple[str, str] | None:
+    """(session id, label) of a session anywhere in the cluster, by id or name: the sender
+    of a message to a session on another node (`SessionManager.find_elsewhere`)."""
+    raw = await cluster.redis.hget(keys.SESSIONS, ref)
+    if raw:
+        name = orjson.loads(raw).get("name")
+        return ref, f"{ref} ({name})" if name else ref
+    for sid, blob in (await cluster.redis.hgetall(keys.SESSIONS)).items():
+        if orjson.loads(blob).get("name") == ref:
+            session_id = sid.decode() if isinstance(sid, bytes) else str(sid)
+            return session_id, f"{session_id} ({ref})"
+    return None
 
 
 def session_routes(base: dict[str, Route], cluster: ClusterNode) -> dict[str, Route]:
@@ -37,6 +52,8 @@ def session_routes(base: dict[str, Route], cluster: ClusterNode) -> dict[str, Ro
     routes[str(Method.SESSION_LIST)] = Route(base[str(Method.SESSION_LIST)].params_model, r.list)
     for method in _BY_REF:
         routes[str(method)] = Route(base[str(method)].params_model, r.by_ref(method))
+    coordinate = str(Method.SESSION_COORDINATE)
+    routes[coordinate] = Route(base[coordinate].params_model, r.coordinate)
     return routes
 
 
@@ -151,12 +168,51 @@ class _SessionRoutes:
                     "new session",
                     {"session_id": p.session_id, "node": holder},
                 )
-            res = await self.c.rpc.call(holder, str(method), p.model_dump(mode="json"))
+            wait = 120.0
+            if method == Method.SESSION_SEND and p.wait:  # the turn may take hours
+                wait = p.timeout + 30 if p.timeout is not None else _TURN_WAIT_MAX_S
+            res = await self.c.rpc.call(holder, str(method), p.model_dump(mode="json"), wait)
             if method == Method.SESSION_STATUS:
                 res.setdefault("node", holder)
             return res
 
         return handler
+
+    async def coordinate(self, conn: Conn, p: SessionCoordinateParams) -> Any:
+        """Served by the node that holds the sessions: they must all live on one node (a
+        coordinated run waits on its turns there)."""
+        holders: dict[str, list[str]] = {}
+        for ref in p.assignments:
+            node = self.c.node
+            manager = conn.sessions
+            try:
+                if manager is None:
+                    raise ProtocolError(ErrorCode.SESSION_NOT_FOUND, ref)
+                manager.resolve(ref)
+            except ProtocolError as exc:
+                if exc.code != ErrorCode.SESSION_NOT_FOUND:
+                    raise
+                node = await self._holder(ref) or self.c.node  # unknown: said by the base
+            holders.setdefault(node, []).append(ref)
+        if len(holders) > 1:
+            where = "; ".join(f"{', '.join(refs)} on {node}" for node, refs in holders.items())
+            raise ProtocolError(
+                ErrorCode.INVALID_PARAMS,
+                f"the sessions of one coordinate must live on one node: {where}",
+                {"nodes": holders},
+            )
+        (node,) = holders
+        if node == self.c.node:
+            return await self.base[str(Method.SESSION_COORDINATE)](conn, p)
+        if not await self.c.registry.is_alive(node):
+            raise ProtocolError(
+                ErrorCode.SERVICE_UNAVAILABLE,
+                f"the sessions are held by node {node}, which is gone",
+                {"node": node},
+            )
+        return await self.c.rpc.call(
+            node, str(Method.SESSION_COORDINATE), p.model_dump(mode="json"), timeout=p.timeout + 30
+        )
 
     async def list(self, conn: Conn, p: SessionListParams) -> Any:
         res = await self.base[str(Method.SESSION_LIST)](conn, p)

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cc_executor.claude.retry import ClaudeRetries
@@ -52,12 +53,16 @@ WATCH_DEFAULT_MAX_TURNS = 10
 """Continuations watch mode sends when `max_turns` is not given: never unbounded."""
 
 
-def message_prompt(sender: Session, message: str) -> str:
+def message_prompt(sender_id: str, sender_label: str, message: str) -> str:
     """The turn a message from another session becomes: it says who it is from."""
     return (
-        f"[Message from cc-executor session {sender.label}]\n\n{message}\n\n"
-        f"(To answer, send a message to session {sender.session_id}.)"
+        f"[Message from cc-executor session {sender_label}]\n\n{message}\n\n"
+        f"(To answer, send a message to session {sender_id}.)"
     )
+
+
+# A session of another node, found by reference: (session id, label) or None (cluster mode).
+FindElsewhere = Callable[[str], Awaitable[tuple[str, str] | None]]
 
 
 class SessionManager:
@@ -76,6 +81,7 @@ class SessionManager:
         self.retries = ClaudeRetries(engine, settings)
         self.turns = TurnQueues(engine, settings, self.store, self._notify, self.retries)
         self._closing = False
+        self.find_elsewhere: FindElsewhere | None = None  # set by a cluster node
         self._started = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -279,15 +285,18 @@ class SessionManager:
         if from_session is None:
             p = self.turns.enqueue(s, message, message, "message")
         else:
-            sender = self.resolve(from_session, "from_session")
-            msg = Message(new_message_id(), sender.session_id, s.session_id, message, s.turns + 1)
-            p = self.turns.enqueue(
-                s, message_prompt(sender, message), message, "message", sender.session_id
+            sender = await self._sender(from_session)
+            sender_id, label = (
+                (sender.session_id, sender.label) if isinstance(sender, Session) else sender
             )
-            sender.messages_out += 1
+            msg = Message(new_message_id(), sender_id, s.session_id, message, s.turns + 1)
+            prompt = message_prompt(sender_id, label, message)
+            p = self.turns.enqueue(s, prompt, message, "message", sender_id)
+            if isinstance(sender, Session):  # (one of another node counts on its own node)
+                sender.messages_out += 1
+                self.store.save_session(sender)
             s.messages_in += 1
             self.store.save_message(msg)
-            self.store.save_session(sender)
             self.store.save_session(s)
             extra["message_id"] = msg.message_id
         reply = {**await self._reply(s, p, wait, timeout), **extra}
@@ -295,6 +304,18 @@ class SessionManager:
         # the turn (and settles it) instead of losing it.
         await self.store.flush()
         return reply
+
+    async def _sender(self, ref: str) -> Session | tuple[str, str]:
+        """The session a message is from: one of ours, or (id, label) of another node's."""
+        try:
+            return self.resolve(ref, "from_session")
+        except ProtocolError as exc:
+            if exc.code != ErrorCode.SESSION_NOT_FOUND or self.find_elsewhere is None:
+                raise
+            found = await self.find_elsewhere(ref)
+            if found is None:
+                raise
+            return found
 
     async def _reply(
         self, s: Session, p: TurnHandle, wait: bool, timeout: float | None

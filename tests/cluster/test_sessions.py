@@ -90,3 +90,52 @@ async def test_session_updates_reach_listeners_on_every_node(nodes: Any, tmp_pat
 
         await wait_until(lambda: any(u["turns"] == 1 and u["status"] == "idle" for u in updates()))
         assert updates()[0]["name"] == "remote"
+
+
+async def test_sessions_on_two_nodes_message_each_other_and_coordinate_where_they_live(
+    nodes: Any, tmp_path: Path
+) -> None:
+    state = tmp_path / "fake-claude-state"
+    state.mkdir()
+    env = {"CC_EXECUTOR_CLAUDE_BIN": str(FAKE_CLAUDE), "FAKE_CLAUDE_STATE_DIR": str(state)}
+    a, b = await nodes("node-a", **env), await nodes("node-b", **env)
+    async with client(a) as ca, client(b) as cb:
+        alpha = await ca.result("session.create", {"working_dir": str(tmp_path), "name": "alpha"})
+        beta = await cb.result("session.create", {"working_dir": str(tmp_path), "name": "beta"})
+        gamma = await cb.result("session.create", {"working_dir": str(tmp_path), "name": "gamma"})
+        # A message from a session on node-a to one on node-b, sent through node-a.
+        turn = await ca.result(
+            "session.send",
+            {
+                "session_id": "beta",
+                "message": "the schema is ready",
+                "from_session": "alpha",
+                "wait": True,
+            },
+        )
+        assert turn["status"] == "completed", turn
+        assert f"[Message from cc-executor session {alpha['session_id']} (alpha)]" in turn["result"]
+        logs = await ca.result("session.logs", {"session_id": "beta"})
+        received = [e for e in logs["entries"] if e["type"] == "message"]
+        assert [(e["from_session"], e["direction"]) for e in received] == [
+            (alpha["session_id"], "in")
+        ]
+        # Coordinating beta and gamma (both on node-b) from node-a: served where they live.
+        res = await ca.result(
+            "session.coordinate",
+            {
+                "task_description": "Ship it",
+                "assignments": {"beta": "docs", "gamma": "tests"},
+                "timeout": 60,
+            },
+        )
+        assert res["completed"] == 2, res
+        assert set(res["results"]) == {beta["session_id"], gamma["session_id"]}
+        # Sessions on two nodes cannot be coordinated in one call: it says where each is.
+        split = await ca.call(
+            "session.coordinate",
+            {"task_description": "Ship it", "assignments": {"alpha": "x", "beta": "y"}},
+        )
+        assert split["error"]["code"] == -32602, split
+        assert "alpha on node-a" in split["error"]["message"]
+        assert "beta on node-b" in split["error"]["message"]
