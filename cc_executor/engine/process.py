@@ -407,11 +407,34 @@ def tagged_processes(
         if since is not None:
             candidates = (pid for pid in candidates if since[0] < pid <= since[1])
     for pid in candidates:
-        if pid == me:
+        # A leader we spawn and wait for is never an escapee: skip it before any read
+        # (500 tasks at once put 500 of them in each other's ranges).
+        if pid == me or reaper.is_tracked(pid):
             continue
-        if _matches(tag_of(pid), wanted, exact) and _alive(pid) and not reaper.is_tracked(pid):
+        if _matches(_recent_tag_of(pid), wanted, exact) and _alive(pid):
             found.add(pid)
     return found
+
+
+_TAG_CACHE_S = 1.0
+_tag_cache: dict[int, str | None] = {}
+_tag_cache_since = 0.0
+
+
+def _recent_tag_of(pid: int) -> str | None:
+    """`tag_of`, remembered for a second: tasks that end together (500 `sleep 1`) look at
+    the same pids. A process's tag never changes, and a pid that is gone (or not yet
+    given out) cannot come back within a second unless the pid counter wraps."""
+    global _tag_cache_since
+    now = time.monotonic()
+    if now - _tag_cache_since > _TAG_CACHE_S:
+        _tag_cache.clear()
+        _tag_cache_since = now
+    try:
+        return _tag_cache[pid]
+    except KeyError:
+        tag = _tag_cache[pid] = tag_of(pid)
+        return tag
 
 
 _PROBE_PIDS_MAX = 512  # past this many pids since the spawn, one scandir of /proc is cheaper
