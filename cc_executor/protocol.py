@@ -53,6 +53,23 @@ class Method(StrEnum):
     WORKSPACE_REMOVE = "workspace.remove"
 
 
+READ_ONLY_METHODS = frozenset(
+    {
+        Method.STATUS,
+        Method.OUTPUT,
+        Method.SUBSCRIBE,
+        Method.UNSUBSCRIBE,
+        Method.HOOK_STATUS,
+        Method.PING,
+        Method.LISTEN,
+        Method.SESSION_STATUS,
+        Method.SESSION_LIST,
+        Method.SESSION_LOGS,
+    }
+)
+"""Methods that start and change nothing: sending one twice is harmless."""
+
+
 class Notification(StrEnum):
     STARTED = "process.started"
     OUTPUT = "process.output"

@@ -18,24 +18,10 @@ from typing import Any
 
 from cc_executor import service_policy
 from cc_executor.config import Settings
-from cc_executor.protocol import Method
+from cc_executor.protocol import READ_ONLY_METHODS, Method
 from cc_executor.service_policy import PolicyUnknown, ServicePolicy
 
-HARMLESS = frozenset(
-    {
-        Method.STATUS,
-        Method.OUTPUT,
-        Method.SUBSCRIBE,
-        Method.UNSUBSCRIBE,
-        Method.CONTROL,
-        Method.HOOK_STATUS,
-        Method.PING,
-        Method.LISTEN,
-        Method.SESSION_STATUS,
-        Method.SESSION_LIST,
-        Method.SESSION_LOGS,
-    }
-)
+HARMLESS = READ_ONLY_METHODS | {Method.CONTROL}
 """Methods that start nothing: served locally even when the policy cannot be known (a
 task that already runs there can still be read, or cancelled)."""
 

@@ -10,25 +10,12 @@ from typing import Any
 
 from cc_executor.client import ExecutorClient, ExecutorConnectionError, ServiceUnavailable
 from cc_executor.config import Settings
-from cc_executor.protocol import Method, Notification, ProtocolError
+from cc_executor.protocol import READ_ONLY_METHODS, Method, Notification, ProtocolError
 from cc_executor.transport import CHANNEL_LOST, NotificationSink
 
 log = logging.getLogger(__name__)
 
-_IDEMPOTENT = frozenset(
-    {
-        Method.STATUS,
-        Method.OUTPUT,
-        Method.SUBSCRIBE,
-        Method.UNSUBSCRIBE,
-        Method.HOOK_STATUS,
-        Method.PING,
-        Method.LISTEN,
-        Method.SESSION_STATUS,
-        Method.SESSION_LIST,
-        Method.SESSION_LOGS,
-    }
-)
+_IDEMPOTENT = READ_ONLY_METHODS
 """Methods sent again on a fresh connection when theirs drops after sending: reading twice,
 or subscribing again, does no harm. Any other is sent again only if it never went out."""
 

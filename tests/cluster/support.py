@@ -59,6 +59,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+FAKE_CLAUDE = Path(__file__).parent.parent / "fake_claude" / "claude"
+
+
+def claude_env(tmp_path: Path) -> dict[str, str]:
+    """A node's environment for running the fake `claude` with its state under tmp_path."""
+    state = tmp_path / "fake-claude-state"
+    state.mkdir()
+    return {"CC_EXECUTOR_CLAUDE_BIN": str(FAKE_CLAUDE), "FAKE_CLAUDE_STATE_DIR": str(state)}
+
+
 class RedisServer:
     def __init__(self, workdir: Path, port: int | None = None, password: str = "") -> None:
         self.workdir = workdir

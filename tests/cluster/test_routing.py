@@ -10,9 +10,7 @@ from typing import Any
 
 from cc_executor.engine import process
 
-from .support import client
-
-FAKE_CLAUDE = Path(__file__).parent.parent / "fake_claude" / "claude"
+from .support import claude_env, client
 
 BLOB = (
     "import sys, random; r = random.Random(7); w = sys.stdout.buffer.write\n"
@@ -147,9 +145,7 @@ async def test_a_claude_tasks_events_reach_a_subscriber_on_another_node(
 ) -> None:
     """`claude.event` is the task's own (not a control event): it reaches a subscriber on
     another node too, and dashboards listening anywhere do not get it."""
-    state = tmp_path / "fake-claude-state"
-    state.mkdir()
-    env = {"CC_EXECUTOR_CLAUDE_BIN": str(FAKE_CLAUDE), "FAKE_CLAUDE_STATE_DIR": str(state)}
+    env = claude_env(tmp_path)
     a = await nodes("node-a", **env)
     await nodes("node-b", **env)
     async with client(a) as ca, client(a) as listener:

@@ -8,17 +8,13 @@ from typing import Any
 
 from tests.support import wait_until
 
-from .support import client
-
-FAKE_CLAUDE = Path(__file__).parent.parent / "fake_claude" / "claude"
+from .support import claude_env, client
 
 
 async def test_a_session_is_driven_from_any_node_and_runs_where_it_lives(
     nodes: Any, tmp_path: Path
 ) -> None:
-    state = tmp_path / "fake-claude-state"
-    state.mkdir()
-    env = {"CC_EXECUTOR_CLAUDE_BIN": str(FAKE_CLAUDE), "FAKE_CLAUDE_STATE_DIR": str(state)}
+    env = claude_env(tmp_path)
     a, b = await nodes("node-a", **env), await nodes("node-b", **env)
     async with client(b) as cb:
         s = await cb.result("session.create", {"working_dir": str(tmp_path), "name": "keeper"})
@@ -49,9 +45,7 @@ async def test_a_session_is_driven_from_any_node_and_runs_where_it_lives(
 async def test_an_active_sessions_name_is_unique_across_the_cluster(
     nodes: Any, tmp_path: Path
 ) -> None:
-    state = tmp_path / "fake-claude-state"
-    state.mkdir()
-    env = {"CC_EXECUTOR_CLAUDE_BIN": str(FAKE_CLAUDE), "FAKE_CLAUDE_STATE_DIR": str(state)}
+    env = claude_env(tmp_path)
     a, b = await nodes("node-a", **env), await nodes("node-b", **env)
     create = {"working_dir": str(tmp_path), "name": "builder"}
     async with client(b) as cb, client(a) as ca:
@@ -69,9 +63,7 @@ async def test_an_active_sessions_name_is_unique_across_the_cluster(
 
 
 async def test_session_updates_reach_listeners_on_every_node(nodes: Any, tmp_path: Path) -> None:
-    state = tmp_path / "fake-claude-state"
-    state.mkdir()
-    env = {"CC_EXECUTOR_CLAUDE_BIN": str(FAKE_CLAUDE), "FAKE_CLAUDE_STATE_DIR": str(state)}
+    env = claude_env(tmp_path)
     a, b = await nodes("node-a", **env), await nodes("node-b", **env)
     async with client(a) as listener, client(b) as cb:
         await listener.result("listen", {})
@@ -95,9 +87,7 @@ async def test_session_updates_reach_listeners_on_every_node(nodes: Any, tmp_pat
 async def test_sessions_on_two_nodes_message_each_other_and_coordinate_where_they_live(
     nodes: Any, tmp_path: Path
 ) -> None:
-    state = tmp_path / "fake-claude-state"
-    state.mkdir()
-    env = {"CC_EXECUTOR_CLAUDE_BIN": str(FAKE_CLAUDE), "FAKE_CLAUDE_STATE_DIR": str(state)}
+    env = claude_env(tmp_path)
     a, b = await nodes("node-a", **env), await nodes("node-b", **env)
     async with client(a) as ca, client(b) as cb:
         alpha = await ca.result("session.create", {"working_dir": str(tmp_path), "name": "alpha"})
