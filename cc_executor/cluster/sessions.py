@@ -21,6 +21,7 @@ from cc_executor.protocol_families import SessionCoordinateParams, SessionListPa
 if TYPE_CHECKING:
     from cc_executor.cluster.node import ClusterNode
     from cc_executor.handlers import Conn
+    from cc_executor.sessions.records import Session
 
 _TURN_WAIT_MAX_S = 7 * 24 * 3600.0  # a forwarded `session.send` with wait and no timeout
 _NAME_LOCK_MS = 10_000  # a create that dies holding the lock frees the name after this
@@ -55,6 +56,18 @@ def session_routes(base: dict[str, Route], cluster: ClusterNode) -> dict[str, Ro
     coordinate = str(Method.SESSION_COORDINATE)
     routes[coordinate] = Route(base[coordinate].params_model, r.coordinate)
     return routes
+
+
+def _local(conn: Conn, ref: str) -> Session | None:
+    """This node's session `ref` (by id or name), or None if it has none of that ref."""
+    if conn.sessions is None:
+        return None
+    try:
+        return conn.sessions.resolve(ref)
+    except ProtocolError as exc:
+        if exc.code != ErrorCode.SESSION_NOT_FOUND:
+            raise
+        return None
 
 
 class _SessionRoutes:
@@ -139,24 +152,15 @@ class _SessionRoutes:
         base = self.base[str(method)]
 
         async def handler(conn: Conn, p: Any) -> Any:
-            manager = conn.sessions
-            local = True
+            here = _local(conn, p.session_id)
             holder = None
-            if manager is not None:
-                try:
-                    here = manager.resolve(p.session_id)
-                except ProtocolError as exc:
-                    if exc.code != ErrorCode.SESSION_NOT_FOUND:
-                        raise
-                    local = False
-                else:
-                    if here.session_id != p.session_id and not here.is_active:
-                        # A name: an active session of it elsewhere comes before our ended one.
-                        found = await self._active_elsewhere(p.session_id)
-                        if found is not None:
-                            holder = found[0]
-            if holder is None and not local:
+            if here is None:
                 holder = await self._holder(p.session_id)
+            elif here.session_id != p.session_id and not here.is_active:
+                # A name: an active session of it elsewhere comes before our ended one.
+                found = await self._active_elsewhere(p.session_id)
+                if found is not None:
+                    holder = found[0]
             if holder is None or holder == self.c.node:
                 res = await base(conn, p)
                 return self._mark(res) if method == Method.SESSION_STATUS else res
@@ -184,14 +188,7 @@ class _SessionRoutes:
         holders: dict[str, list[str]] = {}
         for ref in p.assignments:
             node = self.c.node
-            manager = conn.sessions
-            try:
-                if manager is None:
-                    raise ProtocolError(ErrorCode.SESSION_NOT_FOUND, ref)
-                manager.resolve(ref)
-            except ProtocolError as exc:
-                if exc.code != ErrorCode.SESSION_NOT_FOUND:
-                    raise
+            if _local(conn, ref) is None:
                 node = await self._holder(ref) or self.c.node  # unknown: said by the base
             holders.setdefault(node, []).append(ref)
         if len(holders) > 1:
