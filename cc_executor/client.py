@@ -20,6 +20,7 @@ import itertools
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 from tenacity import (
@@ -34,7 +35,14 @@ from websockets.protocol import State
 
 from cc_executor.auth import read_token
 from cc_executor.config import Settings
-from cc_executor.protocol import Method, Notification, ProtocolError, Stream
+from cc_executor.protocol import (
+    BINARY_OUTPUT_QUERY,
+    Method,
+    Notification,
+    ProtocolError,
+    Stream,
+    split_binary_output,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +58,18 @@ class ServiceUnavailable(ExecutorConnectionError):
 
 def output_bytes(params: dict[str, Any]) -> bytes:
     """The raw bytes of a process.output notification or an `output` result."""
-    data: str = params.get("data", "")
+    data: str | bytes = params.get("data", "")
+    if isinstance(data, bytes):  # a binary frame's (see BINARY_OUTPUT_QUERY)
+        return data
     if params.get("encoding") == "base64":
         return base64.b64decode(data)
     return data.encode("utf-8")
+
+
+def _with_binary_output(url: str) -> str:
+    parts = urlsplit(url)
+    query = "&".join(q for q in (parts.query, "=".join(BINARY_OUTPUT_QUERY)) if q)
+    return urlunsplit(parts._replace(query=query))
 
 
 class TaskHandle:
@@ -126,9 +142,13 @@ class ExecutorClient:
         retry_for: float = 0.0,
         on_notification: Callable[[str, dict[str, Any]], None] | None = None,
         on_close: Callable[[BaseException], None] | None = None,
+        binary_output: bool = True,
     ) -> None:
         s = settings or Settings()
         self.url = url or s.websocket_url()
+        # Output chunks as binary frames: their `data` is then the bytes themselves
+        # (`output_bytes` reads either form), and neither side encodes or parses them.
+        self.binary_output = binary_output
         self.token = token if token is not None else read_token(s)
         self.connect_timeout = connect_timeout
         self.retry_for = retry_for
@@ -158,7 +178,7 @@ class ExecutorClient:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
             return await connect(
-                self.url,
+                _with_binary_output(self.url) if self.binary_output else self.url,
                 additional_headers=headers,
                 compression=None,
                 max_size=None,
@@ -220,10 +240,20 @@ class ExecutorClient:
     async def _read_loop(self, ws: ClientConnection) -> None:
         try:
             while True:
-                # Bytes as they came: orjson checks the UTF-8 itself, so a text frame is
-                # not decoded twice (websockets would make it a str first).
-                message = await ws.recv(decode=False)
-                obj = orjson.loads(message)
+                if self.binary_output:
+                    # Text frames come as str, binary ones (output: JSON head, "\n",
+                    # the bytes) as bytes.
+                    message = await ws.recv()
+                    if isinstance(message, bytes):
+                        head, data = split_binary_output(message)
+                        obj = orjson.loads(head)
+                        obj["params"]["data"] = data
+                    else:
+                        obj = orjson.loads(message)
+                else:
+                    # Bytes as they came: orjson checks the UTF-8 itself, so a text
+                    # frame is not decoded twice (websockets would make it a str first).
+                    obj = orjson.loads(await ws.recv(decode=False))
                 replied = False
                 for item in obj if isinstance(obj, list) else (obj,):
                     replied = self._dispatch(item) or replied

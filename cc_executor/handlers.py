@@ -150,6 +150,8 @@ async def output(conn: Conn, p: OutputParams) -> dict[str, Any]:
 async def subscribe(conn: Conn, p: SubscribeParams) -> dict[str, Any]:
     engine = conn.engine
     conn.admit_subscription(p.task_id)
+    if conn.subscriber.hold_new_tasks:
+        conn.subscriber.hold(p.task_id)  # what it reads follows this reply, as for execute
     rec = engine.subscribe(p.task_id, conn.subscriber, p.from_offset, p.stderr_from_offset)
     if rec is None:
         rec = await engine.get(p.task_id)

@@ -82,6 +82,19 @@ class Notification(StrEnum):
     SESSION_UPDATED = "session.updated"
 
 
+# A connection opened with this query (`/ws?output=binary`) gets every `process.output` as
+# one binary WebSocket frame: the notification's JSON without `data` and `encoding`, a
+# newline (JSON text never holds a raw one), then the chunk's bytes as the process wrote
+# them. Nothing else changes; the Python client asks for it by default.
+BINARY_OUTPUT_QUERY = ("output", "binary")
+
+
+def split_binary_output(frame: bytes) -> tuple[bytes, bytes]:
+    """A binary `process.output` frame as (its notification's JSON, the output bytes)."""
+    cut = frame.index(b"\n")
+    return frame[:cut], frame[cut + 1 :]
+
+
 class TaskStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -464,4 +477,5 @@ def protocol_description() -> dict[str, Any]:
         "task_sorts": list(get_args(TaskSort)),
         "actions": {a.name: a.value for a in Action},
         "streams": {s.name: s.value for s in Stream},
+        "binary_output_query": "=".join(BINARY_OUTPUT_QUERY),
     }

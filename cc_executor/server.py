@@ -48,7 +48,13 @@ from cc_executor.engine import Event, Subscriber, SubscriberClosed, reaper
 from cc_executor.engine.events import holds_of_this_request
 from cc_executor.handlers import ROUTES, Conn
 from cc_executor.logs import setup_logging
-from cc_executor.protocol import ErrorCode, Method, OutputParams, ProtocolError
+from cc_executor.protocol import (
+    BINARY_OUTPUT_QUERY,
+    ErrorCode,
+    Method,
+    OutputParams,
+    ProtocolError,
+)
 from cc_executor.runtime import build_runtime
 from cc_executor.service_policy import ServicePolicy
 
@@ -249,7 +255,7 @@ class ExecutorService:
         sub = Subscriber(self.settings.subscriber_queue_bytes)
         sub.hold_new_tasks = True  # a task's events follow the reply that names it
         conn = Conn(self.engine, self.settings, sub, peer=client, sessions=self.sessions)
-        writer = asyncio.create_task(self._write_loop(ws, sub))
+        writer = asyncio.create_task(self._write_loop(ws, sub, _wants_binary_output(ws)))
         limit = self.settings.max_requests_in_flight
         in_flight = asyncio.Semaphore(limit)
         budget = jsonrpc.ReplyBudget(self.settings.max_reply_bytes_in_flight)
@@ -338,11 +344,15 @@ class ExecutorService:
         frame.reserved += len(data)
         return data
 
-    async def _write_loop(self, ws: ServerConnection, sub: Subscriber) -> None:
+    async def _write_loop(self, ws: ServerConnection, sub: Subscriber, binary: bool) -> None:
+        # A binary-output connection gets each output chunk's bytes as they came: no
+        # UTF-8 decoding, JSON escaping or parsing of them here or at the client.
+        frame_of = _binary_or_text if binary else _text
         try:
             while True:
                 ev = await sub.get()
-                batch, size = [ev], len(ev.frame())
+                frame, is_binary = frame_of(ev)
+                batch, size = [(frame, is_binary, ev)], len(frame)
                 # Small frames queued already go out with it: one write, so one wake-up of
                 # the client (a reply and its task's `process.started` come together).
                 # Bounded, so that TCP's back-pressure still reaches us every 256 KiB.
@@ -350,17 +360,38 @@ class ExecutorService:
                     more = sub.get_nowait()
                     if more is None:
                         break
-                    batch.append(more)
-                    size += len(more.frame())
+                    frame, is_binary = frame_of(more)
+                    batch.append((frame, is_binary, more))
+                    size += len(frame)
                 async with ws.send_context():
-                    for ev in batch:
-                        # Text frames: JSON-RPC is text; orjson already gave us UTF-8 bytes.
-                        ws.protocol.send_text(ev.frame())
-                for ev in batch:
+                    for frame, is_binary, _ in batch:
+                        if is_binary:
+                            ws.protocol.send_binary(frame)
+                        else:  # JSON-RPC is text; orjson already gave us UTF-8 bytes
+                            ws.protocol.send_text(frame)
+                for _, _, ev in batch:
                     if isinstance(ev, _Reply):
                         ev.on_sent()
         except (SubscriberClosed, ConnectionClosed):
             pass
+
+
+def _text(ev: Event) -> tuple[bytes, bool]:
+    return ev.frame(), False
+
+
+def _binary_or_text(ev: Event) -> tuple[bytes, bool]:
+    frame = ev.binary_frame()
+    return (ev.frame(), False) if frame is None else (frame, True)
+
+
+def _wants_binary_output(ws: ServerConnection) -> bool:
+    """Whether the connection was opened as `/ws?output=binary` (protocol.py)."""
+    request = ws.request
+    if request is None:
+        return False
+    key, value = BINARY_OUTPUT_QUERY
+    return value in parse_qs(urlsplit(request.path).query).get(key, ())
 
 
 class _Frame:

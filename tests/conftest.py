@@ -64,6 +64,13 @@ async def client(service: ExecutorService) -> AsyncIterator[ExecutorClient]:
 
 
 @pytest.fixture
+async def text_client(service: ExecutorService) -> AsyncIterator[ExecutorClient]:
+    """A client that takes output as text frames (UTF-8, else base64), as the dashboard."""
+    async with ExecutorClient(service.url, service.token, binary_output=False) as c:
+        yield c
+
+
+@pytest.fixture
 def fake_claude_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test gets its own fake-claude conversation store, and no nesting marker."""
     state = tmp_path / "fake-claude-state"

@@ -277,6 +277,8 @@ class _Routes:
         if rec["node"] == self.c.node:
             return await base(conn, p)
         conn.admit_subscription(p.task_id)
+        if conn.subscriber.hold_new_tasks:
+            conn.subscriber.hold(p.task_id)  # what it reads follows this reply
         offsets = {
             stream: pos
             for stream, pos in (

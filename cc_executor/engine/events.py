@@ -33,11 +33,11 @@ CATCH_UP_BYTES = 1024 * 1024  # one frame of output read back from a log
 
 
 class Event:
-    __slots__ = ("_frame", "method", "nbytes", "params", "task_id", "weight")
+    __slots__ = ("_frame", "_params", "method", "nbytes", "task_id", "weight")
 
     def __init__(self, method: str, params: dict[str, Any], nbytes: int = 0) -> None:
         self.method = method
-        self.params = params
+        self._params: dict[str, Any] | None = params
         self.task_id: str = params["task_id"]
         self.nbytes = nbytes  # raw output bytes carried; 0 for control events
         # What it costs a subscriber's budget. claude.event summaries count too (their
@@ -45,28 +45,72 @@ class Event:
         self.weight = nbytes or (CLAUDE_EVENT_WEIGHT if method == Notification.CLAUDE_EVENT else 0)
         self._frame: bytes | None = None
 
+    @property
+    def params(self) -> dict[str, Any]:
+        assert self._params is not None
+        return self._params
+
     def frame(self) -> bytes:
         """The JSON-RPC notification as bytes, encoded at most once."""
         if self._frame is None:
             self._frame = jsonrpc.encode(jsonrpc.notification(self.method, self.params))
         return self._frame
 
+    def binary_frame(self) -> bytes | None:
+        """The binary frame of this event for a connection that asked for binary output
+        (None: it goes as text, `frame()`)."""
+        return None
+
     def __repr__(self) -> str:
         return f"Event({self.method}, {self.task_id}, nbytes={self.nbytes})"
 
 
-def output_event(task_id: str, stream: Stream, offset: int, data: bytes) -> Event:
+class OutputEvent(Event):
+    """One `process.output` chunk. Its text form (UTF-8, else base64) is made only when a
+    text connection or an in-process consumer needs it; a connection that asked for binary
+    output gets the bytes as they came (protocol.py, BINARY_OUTPUT), with no decoding or
+    JSON escaping of them on either side."""
+
+    __slots__ = ("_binary", "data", "offset", "stream")
+
+    def __init__(self, task_id: str, stream: Stream, offset: int, data: bytes) -> None:
+        super().__init__(Notification.OUTPUT, {"task_id": task_id}, len(data))
+        self._params = None  # built on first use
+        self.stream = stream
+        self.offset = offset
+        self.data = data
+        self._binary: bytes | None = None
+
+    @property
+    def params(self) -> dict[str, Any]:
+        if self._params is None:
+            text, encoding = encode_data(self.data)
+            params: dict[str, Any] = {
+                "task_id": self.task_id,
+                "stream": self.stream.value,
+                "offset": self.offset,
+                "data": text,
+            }
+            if encoding:
+                params["encoding"] = encoding
+            self._params = params
+        return self._params
+
+    def binary_frame(self) -> bytes:
+        if self._binary is None:
+            head = jsonrpc.encode(
+                jsonrpc.notification(
+                    self.method,
+                    {"task_id": self.task_id, "stream": self.stream.value, "offset": self.offset},
+                )
+            )
+            self._binary = b"".join((head, b"\n", self.data))
+        return self._binary
+
+
+def output_event(task_id: str, stream: Stream, offset: int, data: bytes) -> OutputEvent:
     """The `process.output` notification of `data`, which starts at `offset`."""
-    text, encoding = encode_data(data)
-    params: dict[str, Any] = {
-        "task_id": task_id,
-        "stream": stream.value,
-        "offset": offset,
-        "data": text,
-    }
-    if encoding:
-        params["encoding"] = encoding
-    return Event(Notification.OUTPUT, params, len(data))
+    return OutputEvent(task_id, stream, offset, data)
 
 
 # The tasks held while one request is served (see `holds_of_this_request`).
@@ -164,15 +208,15 @@ class Subscriber:
 
     # ------------------------------------------------------------ the engine's side
 
-    def offer(self, event: Event, log: OutputLog) -> None:
+    def offer(self, event: OutputEvent, log: OutputLog) -> None:
         """A live output chunk: queued if this subscriber's cursor is at it and there is
         room, else the cursor falls (or stays) behind and reads it from the log later."""
         if self._closed:
             return
-        key = (event.task_id, Stream(event.params["stream"]))
+        key = (event.task_id, event.stream)
         cur = self._cursors.get(key)
         if cur is None:  # following the task but not yet this stream: live from here
-            cur = self._cursors[key] = Cursor(key[0], key[1], log, event.params["offset"])
+            cur = self._cursors[key] = Cursor(key[0], key[1], log, event.offset)
             cur.behind = False
         if cur.behind:
             self._wakeup.set()  # more to read back
@@ -224,6 +268,8 @@ class Subscriber:
             for ev in self._held.pop(task_id, ()):
                 self._queued_bytes -= ev.weight
                 self.push(ev)
+        if self._lagging:
+            self._wakeup.set()  # reads back that waited for the reply
 
     # ------------------------------------------------------------ the reader's side
 
@@ -240,6 +286,8 @@ class Subscriber:
         and how many bytes to read; a cursor that reached the live end rejoins live
         delivery on the way. None when no cursor can move."""
         for key, cur in list(self._lagging.items()):
+            if cur.task_id in self._held:
+                continue  # its reads follow the reply that is on its way (`hold`)
             del self._lagging[key]
             self._lagging[key] = cur
             end = cur.log.notify_end
@@ -371,6 +419,13 @@ class CallbackSubscriber(Subscriber):
 
     def follow(self, task_id: str, stream: Stream, log: OutputLog, pos: int | None) -> None:
         super().follow(task_id, stream, log, pos)
+        self._read_back_all()
+
+    def release_held(self, task_ids: list[str]) -> None:
+        super().release_held(task_ids)
+        self._read_back_all()
+
+    def _read_back_all(self) -> None:
         # No reader task drains it: read what it missed back now, then go live.
         while (ev := self.read_back_now()) is not None:
             self._deliver(ev)

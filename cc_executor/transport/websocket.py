@@ -128,6 +128,9 @@ class WebSocketTransport:
             retry_for=self.retry_for,
             on_notification=self._on_notification,
             on_close=lambda exc: self._on_close(conn, exc),
+            # The transport contract gives output as the in-process transport does (text,
+            # or base64): a sink cannot tell which transport it is behind.
+            binary_output=False,
         )
         try:
             await client.connect()

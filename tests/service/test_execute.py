@@ -93,7 +93,7 @@ async def test_events_in_order(client: ExecutorClient) -> None:
     assert methods[0] == "process.started" and methods[-1] == "process.completed"
     assert set(methods[1:-1]) == {"process.output"}
     got = {e["params"]["stream"]: e["params"]["data"] for e in events[1:-1]}
-    assert got == {"stdout": "one\n", "stderr": "two\n"}
+    assert got == {"stdout": b"one\n", "stderr": b"two\n"}  # binary frames: the bytes
     started = events[0]["params"]
     assert started["task_id"] == h.task_id and started["pid"] == h.pid
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from cc_executor.client import ExecutorClient
+from cc_executor.client import ExecutorClient, output_bytes
 from cc_executor.engine import SqliteTaskStore
 from tests.support import ServiceProcess, live_members, wait_until
 
@@ -32,7 +32,7 @@ async def test_restart_after_sigkill_marks_lost_and_kills_survivors(
         seen = 0
         async for ev in running.events():
             if ev["method"] == "process.output":
-                seen += len(ev["params"]["data"])
+                seen += len(output_bytes(ev["params"]))
                 if seen == 6:
                     break
         await c.status()  # the store answers after every earlier write: records are on disk

@@ -88,8 +88,9 @@ async def test_output_of_a_running_task(client: ExecutorClient, tmp_path: Path) 
 
 
 async def test_utf8_split_across_reads_stays_text(
-    client: ExecutorClient, service: ExecutorService, tmp_path: Path
+    text_client: ExecutorClient, service: ExecutorService, tmp_path: Path
 ) -> None:
+    client = text_client
     go = tmp_path / "go"
     euro = "€".encode()
     code = (
@@ -290,3 +291,32 @@ async def test_subscribers_at_different_speeds_each_get_every_byte(
         results = await asyncio.wait_for(asyncio.gather(*readers), 120)
     expected = bytes(range(256)) * (total // 256)
     assert all(r == expected for r in results)
+
+
+async def test_subscribe_reply_comes_before_what_it_reads(
+    client: ExecutorClient, service: ExecutorService, tmp_path: Path
+) -> None:
+    """As for `execute`: a raw client learns it is subscribed before any byte arrives,
+    even when the log already holds output to read back (and for a finished task)."""
+    go = tmp_path / "go"
+    h = await client.execute(py(f"print('x' * 300000, flush=True)\n{wait_file(go)}"))
+    log = service.engine.log_path(h.task_id, Stream.STDOUT)
+    assert await wait_until(lambda: log.exists() and log.stat().st_size == 300001)
+    for _ in range(2):
+        for _round in range(5):
+            async with raw_connect(service.url, service.token) as raw:
+                rid = 77
+                await raw.send(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": rid,
+                        "method": "subscribe",
+                        "params": {"task_id": h.task_id, "from_offset": 0},
+                    }
+                )
+                first = await raw.recv()
+                assert first.get("id") == rid, f"a notification came first: {str(first)[:200]}"
+                got = await raw.recv()
+                assert got["method"] == "process.output" and got["params"]["offset"] == 0
+        go.touch()
+        await h.wait(30)
