@@ -62,6 +62,30 @@ async def test_run_in_a_worktree_then_list_diff_and_remove_it(
     )
     assert r.rc == 5 and "name 'a b' cannot name the branch ccx/a b" in r.stderr
 
+    r = await cli(
+        "run",
+        "--json",
+        "--workspace",
+        "worktree",
+        "--name",
+        "committer",
+        "--cwd",
+        str(repo),
+        "--",
+        "sh",
+        "-c",
+        "echo c > c.txt && git add c.txt && git commit -q -m c",
+    )
+    task_id, path = json.loads(r.stdout)["task_id"], json.loads(r.stdout)["workspace"]["path"]
+    r = await cli("workspaces", "remove", task_id)
+    assert r.stdout == (
+        f"worktree {path} removed; branch ccx/committer kept\n"
+        "branch ccx/committer holds work (or is checked out): --delete-branch deletes it\n"
+    )
+    r = await cli("workspaces", "remove", task_id, "--delete-branch")
+    assert r.stdout == f"worktree {path} was already removed; branch ccx/committer deleted\n"
+    assert worktrees(repo) == [str(repo)] and ccx_branches(repo) == []
+
 
 async def test_bad_inputs_read_as_one_line_naming_the_option(
     service: ExecutorService, settings: Settings, repo: Path, tmp_path: Path
