@@ -20,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -220,29 +221,37 @@ class WorkspaceOptions(BaseModel):
         "commit id; default HEAD).",
     )
 
+    # Field validators, not one model validator, so that each error names its field (the
+    # CLI says `--name: ...`). Fields are validated in order and `workspace` comes first:
+    # `info.data` holds it (unless it was itself invalid: then that is the error).
+
+    @field_validator("workspace_keep")
+    @classmethod
+    def _keep_needs_worktree(cls, v: WorkspaceKeep, info: ValidationInfo) -> WorkspaceKeep:
+        # Given at its default, it says nothing: allowed.
+        if v != "on_change" and info.data.get("workspace") == "cwd":
+            raise ValueError('workspace_keep needs workspace "worktree"')
+        return v
+
     @field_validator("base_ref")
     @classmethod
-    def _one_commit(cls, v: str | None) -> str | None:
-        problem = None if v is None else ref_problem(v)
+    def _one_commit(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None:
+            return v
+        if info.data.get("workspace") == "cwd":
+            raise ValueError('base_ref needs workspace "worktree"')
+        problem = ref_problem(v)
         if problem:
             raise ValueError(f"base_ref {v!r} cannot be used: {problem}")
         return v
 
-    @model_validator(mode="after")
-    def _worktree_options(self) -> WorkspaceOptions:
-        if self.workspace != "worktree":
-            if self.base_ref is not None:
-                raise ValueError('base_ref needs workspace "worktree"')
-            if self.workspace_keep != "on_change":  # the default says nothing: allowed
-                raise ValueError('workspace_keep needs workspace "worktree"')
-            return self
-        name = getattr(self, "name", None)  # the branch is ccx/<name>
-        problem = None if name is None else branch_name_problem(name)
-        if problem:
-            raise ValueError(
-                f"name {name!r} cannot name the branch {BRANCH_PREFIX}{name}: {problem}"
-            )
-        return self
+    @field_validator("name", check_fields=False)  # each request model declares its name
+    @classmethod
+    def _branch_name(cls, v: str | None, info: ValidationInfo) -> str | None:
+        problem = None if v is None else branch_name_problem(v)
+        if problem and info.data.get("workspace") == "worktree":
+            raise ValueError(f"name {v!r} cannot name the branch {BRANCH_PREFIX}{v}: {problem}")
+        return v
 
 
 class ExecuteParams(WorkspaceOptions):

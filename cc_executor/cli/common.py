@@ -409,7 +409,7 @@ class CancelOnSignal:
 # --------------------------------------------------------------------------- running
 
 
-POSITIONAL_FIELDS = {"prompt": "PROMPT", "command": "CMD"}
+POSITIONAL_FIELDS = {"prompt": "PROMPT", "command": "CMD", "working_dir": "DIR"}
 """Request fields given as positional arguments, named as the usage line names them."""
 
 

@@ -104,8 +104,8 @@ async def _cmd_remove(args: argparse.Namespace) -> int:
     what = "removed" if res["removed"] else "was already removed"
     branch = "deleted" if res["branch_deleted"] else "kept"
     out(f"worktree {res['path']} {what}; branch {res['branch']} {branch}")
-    if res.get("message") and not res["branch_deleted"]:
-        out(res["message"])
+    if not res["branch_deleted"]:  # the service's message names the param, not the option
+        out(f"branch {res['branch']} holds work (or is checked out): --delete-branch deletes it")
     return 0
 
 

@@ -12,6 +12,7 @@ session) on another node served by the owner, so every method works on every nod
 - `subscribe`: a cursor into the task's Redis streams (cluster/follow.py).
 - `status`: the whole cluster's tasks and, in `stats.nodes`, every node.
 - `session.*`: on the node that holds the session (cluster/sessions.py).
+- `workspace.*`: on the node whose disk holds the worktree (cluster/workspaces.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from cc_executor.cluster import keys
 from cc_executor.cluster.connection import unavailable
 from cc_executor.cluster.queue import REQUEST, QueuedRequest
 from cc_executor.cluster.sessions import session_routes
+from cc_executor.cluster.workspaces import workspace_routes
 from cc_executor.engine.lifecycle import transition
 from cc_executor.engine.output import encode_data, incomplete_utf8_tail
 from cc_executor.engine.records import TaskRecord
@@ -68,6 +70,7 @@ def cluster_routes(base: dict[str, Route], cluster: ClusterNode) -> dict[str, Ro
     for name, handler in handlers.items():
         routes[str(name)] = Route(base[str(name)].params_model, handler)
     routes.update(session_routes(base, cluster))
+    routes.update(workspace_routes(base, cluster))
     return {
         name: Route(r.params_model, _redis_errors(r.handler, cluster)) for name, r in routes.items()
     }

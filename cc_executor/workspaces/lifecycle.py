@@ -22,8 +22,14 @@ from cc_executor.workspaces.git import Git, GitError
 from cc_executor.workspaces.registry import Workspace
 
 
-def _refuse(message: str, **data: object) -> ProtocolError:
-    return ProtocolError(ErrorCode.INVALID_PARAMS, message, data or None)
+def refuse(field: str, value: str | None, problem: str) -> ProtocolError:
+    """INVALID_PARAMS about one request field, as the service's -32602 details say it
+    (`[{loc, msg}]`): the CLI names the field by its option (`--cwd: ...`), the bridge by
+    its argument; the message reads alone: `<field> <value> <problem>`."""
+    shown = f"{value!r} {problem}" if value is not None else problem
+    return ProtocolError(
+        ErrorCode.INVALID_PARAMS, f"{field} {shown}", [{"loc": field, "msg": shown}]
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +39,11 @@ class Source:
     toplevel: str  # the top of the work tree holding cwd
     common_dir: str  # the repository's git dir
     prefix: str  # cwd relative to toplevel ("" at the top, else ending in "/")
+    cwd: str  # as the request gave it
+    field: str  # the request's name for it: "cwd", or session.create's "working_dir"
 
 
-async def locate(git: Git, cwd: str) -> Source:
+async def locate(git: Git, cwd: str, field: str = "cwd") -> Source:
     """The repository holding `cwd`, or INVALID_PARAMS saying why there is none."""
     res = await git.run(
         ["rev-parse", "--path-format=absolute", "--show-toplevel", "--git-common-dir"], cwd
@@ -43,18 +51,19 @@ async def locate(git: Git, cwd: str) -> Source:
     if not res.ok:
         why = res.reason()
         if "must be run in a work tree" in why:
-            raise _refuse(f"cwd {cwd!r} is inside a git directory, not a work tree", cwd=cwd)
+            raise refuse(field, cwd, "is inside a git directory, not a work tree")
         if "not a git repository" in why:
-            raise _refuse(
-                f'cwd {cwd!r} is not inside a git repository: workspace "worktree" needs one',
-                cwd=cwd,
+            real = await asyncio.to_thread(os.path.realpath, cwd)  # a symlink leads out
+            via = f" (it is {real})" if real != cwd.rstrip("/") else ""
+            raise refuse(
+                field, cwd, f'is not inside a git repository{via}: workspace "worktree" needs one'
             )
         raise GitError(f"cannot read the repository of {cwd!r}: {why}", {"cwd": cwd})
     toplevel, common_dir = res.text().split("\n")[:2]
     prefix = (await git.out(["rev-parse", "--show-prefix"], cwd)).strip()
     if prefix and (prefix.startswith("/") or ".." in prefix.split("/")):
-        raise _refuse(f"cwd {cwd!r} is not inside the work tree {toplevel}", cwd=cwd)
-    return Source(toplevel, common_dir, prefix)
+        raise refuse(field, cwd, f"is not inside the work tree {toplevel}")
+    return Source(toplevel, common_dir, prefix, cwd, field)
 
 
 async def base_commit(git: Git, src: Source, base_ref: str | None) -> str:
@@ -66,32 +75,38 @@ async def base_commit(git: Git, src: Source, base_ref: str | None) -> str:
             top,
         )
         if not res.ok:
-            raise _refuse(f"base_ref {base_ref!r} names no commit in {top}", base_ref=base_ref)
+            raise refuse("base_ref", base_ref, f"names no commit in {top}")
         return res.text()
     res = await git.run(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], top)
     if not res.ok:
-        raise _refuse(f"the repository {top} has no commit yet: commit something first", cwd=top)
+        raise refuse(
+            src.field, src.cwd, f"is in a repository with no commit yet ({top}): commit first"
+        )
     staged = await git.run(["diff", "--cached", "--quiet", "--no-ext-diff", "HEAD", "--"], top)
     if staged.code == 1:
-        raise _refuse(
-            f"the repository {top} has staged changes, which a worktree from HEAD would not "
-            "hold: commit or unstage them, or give base_ref",
-            cwd=top,
+        raise refuse(
+            src.field,
+            src.cwd,
+            f"is in a repository with staged changes ({top}), which a worktree from HEAD "
+            "would not hold: commit or unstage them, or give base_ref",
         )
     if not staged.ok:
         raise GitError(f"cannot read the index of {top}: {staged.reason()}")
     return res.text()
 
 
-async def check_new_branch(git: Git, src: Source, branch: str) -> None:
+async def check_new_branch(git: Git, src: Source, branch: str, name: str | None) -> None:
+    """`branch` (ccx/<name>, or ccx/<owner id> when no name was given) can be created."""
     res = await git.run(["check-ref-format", "--branch", branch], src.toplevel)
     if not res.ok:
-        raise _refuse(f"{branch!r} is not a valid branch name", branch=branch)
+        raise refuse("name", name, f"cannot name the branch {branch}: git refuses it")
     res = await git.run(["rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"], src.toplevel)
     if res.ok:
-        raise _refuse(
-            f"branch {branch} already exists in {src.toplevel}: give it another name",
-            branch=branch,
+        raise refuse(
+            "name",
+            name,
+            f"{'' if name is None else 'cannot name the branch: '}branch {branch} already "
+            f"exists in {src.toplevel}: give {'another' if name else 'a'} name",
         )
 
 
@@ -102,10 +117,11 @@ async def check_subdir(git: Git, src: Source, commit: str) -> None:
     sub = src.prefix.rstrip("/")
     res = await git.run(["cat-file", "-t", f"{commit}:{sub}"], src.toplevel)
     if res.text() != "tree":
-        raise _refuse(
-            f"directory {sub}/ (cwd) is not in commit {commit[:12]}: a worktree of it would "
-            "not have it; run from a directory the commit holds",
-            cwd=os.path.join(src.toplevel, sub),
+        raise refuse(
+            src.field,
+            src.cwd,
+            f"is not in commit {commit[:12]} (no directory {sub}/ there): a worktree of it "
+            "would not have it; run from a directory the commit holds",
         )
 
 
@@ -117,10 +133,11 @@ def check_location(path: Path, src: Source, configured: bool) -> None:
     if path.resolve().is_relative_to(top) or path.resolve().is_relative_to(
         Path(src.common_dir).resolve()
     ):
-        raise _refuse(
-            f"the worktree {path} would be inside the repository {top}: set workspace_dir "
-            "(or data_dir) to a directory outside it",
-            path=str(path),
+        raise refuse(
+            src.field,
+            src.cwd,
+            f"is in the repository {top}, and the worktree would be inside it ({path}): "
+            "set workspace_dir (or data_dir) to a directory outside the repository",
         )
 
 

@@ -128,7 +128,8 @@ class Workspaces:
     ) -> Workspace:
         """A new worktree of the repository holding `cwd` on branch ccx/<name or id>."""
         cwd = cwd or os.getcwd()  # a task's cwd is absolute (tasks.check_cwd)
-        src = await lifecycle.locate(self.git, cwd)
+        # The request's name for cwd: session.create calls it working_dir.
+        src = await lifecycle.locate(self.git, cwd, "working_dir" if owner == "session" else "cwd")
         path = self.root / f"{Path(src.toplevel).name}-{owner_id}"
         lifecycle.check_location(path, src, self.root_configured)
         branch = BRANCH_PREFIX + (name or owner_id)
@@ -136,7 +137,7 @@ class Workspaces:
         try:
             async with self._lock(src.common_dir):
                 commit = await lifecycle.base_commit(self.git, src, base_ref)
-                await lifecycle.check_new_branch(self.git, src, branch)
+                await lifecycle.check_new_branch(self.git, src, branch, name)
                 await lifecycle.check_subdir(self.git, src, commit)
                 ws = Workspace(
                     id=owner_id,
@@ -295,7 +296,6 @@ class Workspaces:
                 raise ProtocolError(
                     ErrorCode.INVALID_STATE,
                     f"session {ws.id} is active and works in this worktree: kill it first",
-                    {"session_id": ws.id},
                 )
             return
         status = await self.owner_status(ws)
@@ -303,7 +303,6 @@ class Workspaces:
             raise ProtocolError(
                 ErrorCode.INVALID_STATE,
                 f"task {ws.id} is {status}: its worktree can be removed once it ends",
-                {"task_id": ws.id, "status": str(status)},
             )
 
     async def owner_status(self, ws: Workspace) -> Any:
@@ -331,7 +330,6 @@ class Workspaces:
                 raise ProtocolError(
                     ErrorCode.INVALID_PARAMS,
                     f'task {task_id} did not run in a worktree (workspace "cwd")',
-                    {"task_id": task_id},
                 )
             return ws
         assert session_id is not None
@@ -348,7 +346,6 @@ class Workspaces:
                 ErrorCode.INVALID_PARAMS,
                 f"session {session_id!r} has no worktree (unknown, or not created with "
                 f'workspace "worktree")',
-                {"session_id": session_id},
             )
         return ws
 

@@ -82,3 +82,28 @@ async def test_an_orchestrator_fans_out_reviews_and_cleans_up(bridge: Client, re
     assert worktrees(repo) == [str(repo)] and ccx_branches(repo) == []
     assert (await call(bridge, "list_workspaces", {}))["workspaces"] == []
     assert git(repo, "status", "--porcelain") == "A  api/README.md\n"
+
+
+async def test_a_refused_worktree_reads_as_one_line_naming_the_argument(
+    bridge: Client, repo: Path, tmp_path: Path
+) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    err = await call_error(
+        bridge, "execute_claude", {"prompt": "x", "cwd": str(plain), "workspace": "worktree"}
+    )
+    assert err == (
+        f"Error: invalid arguments: cwd: {str(plain)!r} is not inside a git repository: "
+        'workspace "worktree" needs one'
+    )
+    err = await call_error(
+        bridge, "create_session", {"working_dir": str(plain), "workspace": "worktree"}
+    )
+    assert err.startswith(f"Error: invalid arguments: working_dir: {str(plain)!r} is not inside")
+    err = await call_error(
+        bridge,
+        "execute_task",
+        {"command": "true", "cwd": str(repo), "workspace": "worktree", "base_ref": "-x"},
+    )
+    assert "base_ref" in err and "it may not start with '-'" in err and "\n" not in err
+    assert worktrees(repo) == [str(repo)] and ccx_branches(repo) == []

@@ -149,3 +149,31 @@ async def test_a_worktree_removed_by_hand_is_still_removed_cleanly(
     ws = await engine.workspaces.remove(ws)
     assert ws.state == "removed" and ws.branch_deleted
     assert worktrees(repo) == [str(repo)] and ccx_branches(repo) == []
+
+
+async def test_many_tasks_at_once_on_one_repository(
+    client: ExecutorClient, repo: Path, settings: Settings
+) -> None:
+    """Six worktree tasks sent at once to one repository, two of them with the same name:
+    five worktrees and branches, one clear refusal, and nothing of the refused one left."""
+    names = ["w1", "w2", "w3", "w4", "same", "same"]
+    sent = await asyncio.gather(
+        *(
+            client.execute(
+                ["sh", "-c", f"echo {n} > {n}.txt"], cwd=str(repo), workspace="worktree", name=n
+            )
+            for n in names
+        ),
+        return_exceptions=True,
+    )
+    refused = [r for r in sent if isinstance(r, BaseException)]
+    assert len(refused) == 1 and isinstance(refused[0], ProtocolError), sent
+    assert refused[0].message.startswith("name 'same' cannot name the branch: branch ccx/same")
+    for h in sent:
+        if not isinstance(h, BaseException):
+            assert (await h.wait(30))["status"] == "completed"
+    assert sorted(ccx_branches(repo)) == sorted(f"ccx/{n}" for n in set(names))
+    assert len(worktrees(repo)) == 6 and len((await client.status())["tasks"]) == 5
+    listed = (await client.call(Method.WORKSPACE_LIST, {"include_removed": True}))["workspaces"]
+    assert sorted(w["branch"] for w in listed) == sorted(f"ccx/{n}" for n in set(names))
+    assert len(list((settings.data_dir / "worktrees").iterdir())) == 5
