@@ -86,6 +86,8 @@ CLAUDE_KEYS = (
     "error_hint",
     "reset_at",
     "verification",
+    "attempts",  # with retries (issue 16): how many it took, the first one's id
+    "retry_of",
 )
 
 

@@ -460,6 +460,20 @@ async def test_claude_prints_the_result_and_streams_events(cli: Any) -> None:
 
 
 @pytest.mark.usefixtures("fake_claude_state")
+async def test_claude_retries_follow_to_the_last_attempt(cli: Any) -> None:
+    res = await cli("claude", "FAKE_ERROR=overloaded FAKE_ERROR_TIMES=1 work", "--retries", "2")
+    assert res.rc == 0, res.stderr
+    assert res.stdout.startswith("Fake Claude answer to: FAKE_ERROR=overloaded")
+    assert re.search(r"\[overloaded: retrying as task [0-9a-f]{16}\]", res.stderr), res.stderr
+    res = await cli(
+        "claude", "FAKE_ERROR=overloaded FAKE_ERROR_TIMES=1 json", "--retries=1", "--json"
+    )
+    rec = json.loads(res.out)
+    assert res.rc == 0 and rec["status"] == "completed"
+    assert rec["attempt"] == 2 and rec["attempts"] == 2 and rec["retry_of"]
+
+
+@pytest.mark.usefixtures("fake_claude_state")
 async def test_claude_options_reach_the_cli(cli: Any) -> None:
     res = await cli(
         "claude",
