@@ -11,7 +11,8 @@ import pytest
 
 from cc_executor.client import ExecutorClient, output_bytes
 from cc_executor.config import Settings
-from tests.sessions.conftest import ANSWER, call, turns_of
+from cc_executor.protocol import ErrorCode
+from tests.sessions.conftest import ANSWER, call, call_error, turns_of
 from tests.support import eventually, pid_alive
 
 pytestmark = pytest.mark.usefixtures("fake_claude_state")
@@ -169,3 +170,21 @@ async def test_a_hot_turn_of_a_held_account_waits_cold_then_goes_on(
     assert again["status"] == "completed" and again["task_id"] not in (hot_task, rec["task_id"])
     assert (await client.status(again["task_id"]))["hot_session"] == sid
     await call(client, "session.kill", session_id=sid)
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"hot": "yes"}, "hot"),
+        ({"hot": 1}, "hot"),
+        ({"retries": -1}, "retries"),
+        ({"retry_on": ["bogus"]}, "retry_on.0"),
+    ],
+)
+async def test_bad_hot_and_retry_params_name_the_field_and_leave_nothing(
+    client: ExecutorClient, workdir: Path, params: dict[str, Any], field: str
+) -> None:
+    exc = await call_error(client, "session.create", working_dir=str(workdir), **params)
+    assert exc.code == ErrorCode.INVALID_PARAMS
+    assert [e["loc"] for e in exc.data] == [field]
+    assert (await call(client, "session.list", include_ended=True))["total"] == 0
