@@ -266,7 +266,16 @@ async def _run(api: _Api, p: TaskParams, deliver: Deliver | None) -> ExecutionRe
     task_id: str = started["task_id"]
     follower = api.follow(task_id, deliver)  # at once: nothing of the task came before it
     try:
-        await asyncio.shield(follower.done)
+        while True:
+            completed = await asyncio.shield(follower.done)
+            api.forget(task_id)
+            if not completed.get("retried_by"):
+                break
+            # `retries` (issue 16): the next attempt exists already; follow it from its start
+            task_id = completed["retried_by"]
+            follower = api.follow(task_id, deliver)
+            sub = {"task_id": task_id, "from_offset": 0, "stderr_from_offset": 0}
+            await transport.call(Method.SUBSCRIBE, sub)
     except asyncio.CancelledError:
         # The caller gave up (Ctrl-C, cancellation): no process may outlive the call.
         await asyncio.shield(_cancel_quietly(api, task_id))

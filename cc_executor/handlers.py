@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from cc_executor import __version__, jsonrpc
 from cc_executor.claude.ratelimit import RateLimits
+from cc_executor.claude.retry import RetryPlan
 from cc_executor.engine import Engine, Subscriber, TaskRecord
 from cc_executor.engine.brief import brief
 from cc_executor.protocol import (
@@ -118,9 +119,11 @@ async def execute(conn: Conn, p: TaskParams) -> dict[str, Any]:
     """
     spec = spec_for(p, conn.settings)
     with conn.start_slot():
-        rec = await conn.engine.execute(spec, conn.subscriber)
-    if isinstance(p, ExecuteClaudeParams) and p.retries and conn.sessions is not None:
-        conn.sessions.retries.follow(rec, p, conn.subscriber)  # issue 16: later attempts
+        if isinstance(p, ExecuteClaudeParams) and p.retries and conn.sessions is not None:
+            plan = RetryPlan(p, conn.subscriber)  # issue 16: its end may start the next attempt
+            rec = await conn.sessions.retries.execute(spec, plan)
+        else:
+            rec = await conn.engine.execute(spec, conn.subscriber)
     return _started(rec)
 
 

@@ -78,6 +78,7 @@ class SessionCreateParams(ClaudeOptions, WorkspaceOptions):
     )
     hot: bool | None = Field(
         default=None,
+        strict=True,  # "yes" is no answer: true, false or absent
         description="Keep one live claude process for the session's turns (no start-up "
         "cost per turn); default: the service's hot_sessions setting.",
     )

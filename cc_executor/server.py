@@ -21,6 +21,7 @@ import logging
 import resource
 import signal
 import sqlite3
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -28,6 +29,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from pydantic import ValidationError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -580,7 +582,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_arg_parser("python -m cc_executor.server").parse_args(argv)
-    settings = settings_from_args(args)
+    try:
+        settings = settings_from_args(args)
+    except ValidationError as exc:  # one line per setting, named as it was set
+        for e in exc.errors():
+            name = "CC_EXECUTOR_" + "_".join(str(p) for p in e["loc"]).upper()
+            print(f"error: invalid cc-executor setting {name}: {e['msg']}", file=sys.stderr)
+        return 2
     setup_logging(settings.log_level, settings.log_format, settings.log_file)
     try:
         asyncio.run(run_service(settings))

@@ -86,6 +86,8 @@ CLAUDE_KEYS = (
     "error_hint",
     "reset_at",
     "verification",
+    "attempts",  # with retries (issue 16): how many it took, the first one's id
+    "retry_of",
 )
 
 
@@ -253,14 +255,20 @@ class Bridge:
             async def on_progress(watch: TaskWatch) -> None:
                 await report(watch.message())
 
+        loop = asyncio.get_running_loop()
+        limit = self.settings.wait_timeout
+        deadline = None if limit is None else loop.time() + limit
         try:
-            waited = await self.wait(
-                task_id,
-                self.settings.wait_timeout,
-                on_progress,
-                full_record=claude,
-                backend=started["backend"],
-            )
+            while True:
+                left = None if deadline is None else max(0.0, deadline - loop.time())
+                waited = await self.wait(
+                    task_id, left, on_progress, full_record=claude, backend=started["backend"]
+                )
+                # `retries` (issue 16): a retried attempt names the next, which exists already
+                retry = waited.record.get("retried_by") if waited.final else None
+                if not retry:
+                    break
+                task_id = retry
         except asyncio.CancelledError:
             if self.settings.cancel_on_client_cancel and peer_cancelled():
                 await self.cancel_quietly(task_id)

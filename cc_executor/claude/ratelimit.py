@@ -38,7 +38,8 @@ def account_of(env: Mapping[str, str]) -> str:
     return env.get("CLAUDE_CONFIG_DIR") or DEFAULT_ACCOUNT
 
 
-def _iso(ts: float) -> str:
+def iso_time(ts: float) -> str:
+    """A unix time as ISO 8601 UTC (`...Z`), as records and `status` show times."""
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -54,7 +55,7 @@ class AccountLimit:
         return {
             "last_event": self.last_event,
             "held": held,
-            "until": _iso(self.hold_until) if held and self.hold_until else None,
+            "until": iso_time(self.hold_until) if held and self.hold_until else None,
         }
 
 
@@ -92,10 +93,10 @@ class RateLimits:
         self._account(account).last_event = {
             "status": info.get("status"),
             "type": info.get("rateLimitType"),
-            "resets_at": _iso(resets) if isinstance(resets, int | float) else None,
+            "resets_at": iso_time(resets) if isinstance(resets, int | float) else None,
             "overage_status": info.get("overageStatus"),
             "using_overage": info.get("isUsingOverage"),
-            "seen_at": _iso(time.time()),
+            "seen_at": iso_time(time.time()),
         }
 
     def rate_limited(self, account: str, reset_at: str | None) -> None:
@@ -135,7 +136,7 @@ class RateLimitGate:
         until = self.limits.held_until(self.account)
         if until is None:
             return None
-        return {"waiting_for": "rate_limit", "until": _iso(until), "account": self.account}
+        return {"waiting_for": "rate_limit", "until": iso_time(until), "account": self.account}
 
     async def wait(self) -> None:
         """Return once the account is no longer held (a hold may move while it waits)."""

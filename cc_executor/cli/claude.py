@@ -63,14 +63,22 @@ async def _cmd_claude(args: argparse.Namespace) -> int:
     params.update(options_from(args, WorkspaceOptions))
     async with connected(args) as client, CancelOnSignal(client) as guard:
         handle = await client.execute_claude(args.prompt, keep_events=not args.json, **params)
-        guard.started(handle.task_id)
-        if not args.json:
-            async for ev in handle.events():
-                if ev["method"] == Notification.CLAUDE_EVENT:
-                    line = render_event(ev["params"].get("event") or {})
-                    if line:
-                        err(line)
-        await handle.wait()
+        while True:
+            guard.started(handle.task_id)
+            if not args.json:
+                async for ev in handle.events():
+                    if ev["method"] == Notification.CLAUDE_EVENT:
+                        line = render_event(ev["params"].get("event") or {})
+                        if line:
+                            err(line)
+            completed = await handle.wait()
+            retry = completed.get("retried_by")
+            if not retry:
+                break
+            # `--retries` (issue 16): the next attempt exists already; follow it from its start
+            if not args.json:
+                err(f"[{completed.get('error_kind')}: retrying as task {retry}]")
+            handle = await client.subscribe(retry, 0, 0, keep_events=not args.json)
         rec = await client.status(handle.task_id)
     ok = rec.get("status") == TaskStatus.COMPLETED and not rec.get("is_error")
     if args.json:

@@ -91,7 +91,9 @@ def add_options(
             raise TypeError(f"{model.__name__}.{name} has no description to be its --help")
         members = _members(field.annotation)
         kinds = {_kind(m) for m in members}
-        if kinds == {bool}:
+        if kinds == {bool} and field.default is None:  # unset means the service's default
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, help=text)
+        elif kinds == {bool}:
             parser.add_argument(flag, dest=name, action="store_true", help=text)
         elif kinds == {Literal}:
             choices = [c for m in members for c in get_args(m)]
@@ -124,8 +126,8 @@ def options_from(
 ) -> dict[str, Any]:
     """The params the options `add_options` added collected: those given (flags if set)."""
     params: dict[str, Any] = {}
-    for name, _ in _fields(model, only, exclude):
+    for name, field in _fields(model, only, exclude):
         value = getattr(args, name, None)
-        if value is not None and value is not False:
+        if value is not None and (value is not False or field.default is None):
             params[name] = value
     return params

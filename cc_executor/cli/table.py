@@ -6,9 +6,11 @@ IDs are shown as their first 8 characters: every TASK argument takes a unique pr
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import shutil
 import time
+from datetime import datetime
 from typing import Any
 
 from cc_executor.cli.common import fmt_duration, one_line
@@ -70,10 +72,22 @@ def error_kind(rec: dict[str, Any]) -> str:
     return "-"
 
 
+def fmt_status(rec: dict[str, Any]) -> str:
+    """The status; a held task's says what it waits for and until when (issue 16)."""
+    status = str(rec["status"])
+    if status != "queued" or not rec.get("waiting_for"):
+        return status
+    until = ""
+    with contextlib.suppress(ValueError, TypeError):
+        when = datetime.fromisoformat(str(rec["until"])).astimezone()
+        until = f" until {when:%H:%M:%S}"
+    return f"{status} ({rec['waiting_for']}{until})"
+
+
 def _row(rec: dict[str, Any], now: float) -> list[str]:
     return [
         str(rec["task_id"])[:ID_CHARS],
-        str(rec["status"]),
+        fmt_status(rec),
         fmt_exit(rec),
         fmt_ago(rec.get("started_at") or rec.get("created_at"), now),
         fmt_duration(rec.get("duration_s")),

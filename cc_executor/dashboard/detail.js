@@ -15,6 +15,7 @@ import {
   fmtCost,
   fmtDuration,
   fmtTime,
+  statusText,
   taskLabel,
   whyEnded,
 } from "./format.js";
@@ -163,7 +164,7 @@ export class Detail {
     $("detail-body").hidden = !rec;
     $("log-task").textContent = rec ? taskLabel(rec) : "select a task";
     const badge = $("log-status");
-    badge.textContent = rec ? rec.status : "";
+    badge.textContent = rec ? statusText(rec) : "";
     badge.dataset.status = rec ? rec.status : "";
     const doing = rec && this.app.doing(rec.task_id);
     const s = rec ? rec.status : null;

@@ -132,6 +132,14 @@ export function errorKind(rec) {
   return "";
 }
 
+// A status as a list shows it: a held task says what it waits for and until when
+// (issue 16: "queued · rate_limit until 15:04:05").
+export function statusText(rec) {
+  if (rec.status !== P.S.QUEUED || !rec.waiting_for) return rec.status || "";
+  const until = rec.until ? ` until ${new Date(rec.until).toLocaleTimeString()}` : "";
+  return `${rec.status} · ${rec.waiting_for}${until}`;
+}
+
 export function statusBadge(status) {
   const s = el("span", "status", status || "");
   s.dataset.status = status || "";

@@ -17,6 +17,7 @@ import {
   fmtDuration,
   fmtTime,
   statusBadge,
+  statusText,
   taskLabel,
 } from "./format.js";
 import { P } from "./rpc.js";
@@ -320,7 +321,7 @@ export class TaskTable {
     row.tr.classList.toggle("selected", rec.task_id === this.app.selected);
     row.tr.setAttribute("aria-selected", String(rec.task_id === this.app.selected));
     row.tr.dataset.status = rec.status;
-    setText(row.badge, rec.status);
+    setText(row.badge, statusText(rec));
     row.badge.dataset.status = rec.status;
     setText(row.name, rec.name || "");
     setText(row.id, rec.task_id.slice(0, 8));

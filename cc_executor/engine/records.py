@@ -101,7 +101,16 @@ class TaskRecord:
         }
         if self.error:
             d["error"] = self.error
-        for key in ("error_kind", "result", "claude_session_id", "is_error", "verification"):
+        # retried_by / attempts (issue 16): a follower goes on to the next attempt, or stops
+        for key in (
+            "error_kind",
+            "result",
+            "claude_session_id",
+            "is_error",
+            "verification",
+            "retried_by",
+            "attempts",
+        ):
             if key in self.extra:
                 d[key] = self.extra[key]
         result = d.get("result")

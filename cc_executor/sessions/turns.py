@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections import deque
@@ -18,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cc_executor.claude.retry import ClaudeRetries
+from cc_executor.claude.retry import ClaudeRetries, RetryPlan, backoff, retry_kinds, retryable
 from cc_executor.config import Settings
-from cc_executor.engine import Engine, TaskRecord
+from cc_executor.engine import Engine, TaskRecord, TaskSpec
 from cc_executor.protocol import (
     Action,
     ErrorCode,
@@ -62,6 +63,7 @@ class SessionQueue:
     current: TurnHandle | None = None
     worker: asyncio.Task[None] | None = None
     killed: bool = False
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # set when it must stop waiting
 
 
 def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
@@ -227,8 +229,14 @@ class TurnQueues:
             self._close_turn(q, p, TaskStatus.CANCELLED, "the session stopped before this turn ran")
             return
         t.resumed = s.claude_session_id if t.command is None else None
-        if s.hot and t.command is None and await self._run_hot_turn(q, p):
-            return
+        if s.hot and t.command is None:
+            if self._account_held(s, t):
+                # Its account's rate-limit window is closed: the turn waits cold, `queued`
+                # with `waiting_for` like any Claude task of the account (CANCEL works);
+                # the next turn after the reset starts a new hot process (--resume).
+                await self.hot.close(s.session_id, "its account is held by a rate limit")
+            elif await self._run_hot_turn(q, p):
+                return
         params = turn_params(s, t.prompt, t.turn) if t.command is None else None
         try:
             if t.command is not None:  # a temp session's plain command
@@ -241,7 +249,10 @@ class TurnQueues:
             spec.extra.update({"session_id": s.session_id, "session_turn": t.turn})
             if s.workspace:  # the turn's record gains what the session's worktree changed
                 spec.extra["workspace"] = dict(s.workspace)
-            rec = await self.engine.execute(spec)
+            if params is not None and params.retries:
+                rec = await self.retries.execute(spec, self._retry_plan(q, t, params, spec))
+            else:
+                rec = await self.engine.execute(spec)
         except ProtocolError as exc:
             self._close_turn(q, p, TaskStatus.FAILED, f"the turn could not start: {exc.message}")
             return
@@ -255,18 +266,7 @@ class TurnQueues:
         _resolve(p.started, None)
         if q.killed or self.closing:
             await self._cancel_task(rec.task_id)
-        if params is not None and s.claude_options.retries:
-
-            def on_attempt(attempt: TaskRecord) -> None:
-                t.task_id = s.last_task_id = attempt.task_id  # CANCEL / kill reach this one
-                self.store.save_turn(t)
-                self._on_change(s)
-
-            extra = {"session_id": s.session_id, "session_turn": t.turn}
-            keep_going = lambda: not (q.killed or self.closing)  # noqa: E731
-            final = await self.retries.run(rec, params, None, extra, on_attempt, keep_going)
-        else:
-            final = await self.engine.wait(rec.task_id)
+        final = await self.retries.final(rec)  # the last attempt (`retried_by`), if retried
         apply_record(t, final)
         t.task_id = final.task_id
         t.attempts = final.extra.get("attempts")
@@ -274,6 +274,29 @@ class TurnQueues:
             s.claude_session_id = t.claude_session_id
         self._maybe_continue(q, t)
         self._close_turn(q, p)
+
+    def _retry_plan(
+        self, q: SessionQueue, t: Turn, params: ExecuteClaudeParams, spec: TaskSpec
+    ) -> RetryPlan:
+        """How a cold turn's failed attempts are retried: each later attempt becomes the
+        turn's task (CANCEL and kill reach it), until the session stops."""
+        s = q.session
+
+        def on_attempt(attempt: TaskRecord) -> None:
+            t.task_id = s.last_task_id = attempt.task_id
+            self.store.save_turn(t)
+            self._on_change(s)
+
+        return RetryPlan(
+            params,
+            extra={
+                k: spec.extra[k]
+                for k in ("session_id", "session_turn", "workspace")
+                if k in spec.extra
+            },
+            on_attempt=on_attempt,
+            keep_going=lambda: not (q.killed or self.closing),
+        )
 
     async def _run_hot_turn(self, q: SessionQueue, p: TurnHandle) -> bool:
         """Run the turn in the session's hot process; False if it must run cold (no free
@@ -289,20 +312,49 @@ class TurnQueues:
             self._on_change(s)
             _resolve(p.started, None)
 
-        try:
-            params = turn_params(s, t.prompt, t.turn)
-            outcome = await self.hot.run_turn(s.session_id, params, on_started, s.turn_timeout)
-        except ProtocolError as exc:
-            self._close_turn(q, p, TaskStatus.FAILED, f"the turn could not start: {exc.message}")
-            return True
-        if outcome is None:
-            return False
+        params = turn_params(s, t.prompt, t.turn)
+        kinds = retry_kinds(params)
+        for attempt in itertools.count(1):
+            try:
+                outcome = await self.hot.run_turn(s.session_id, params, on_started, s.turn_timeout)
+            except ProtocolError as exc:
+                why = f"the turn could not start: {exc.message}"
+                self._close_turn(q, p, TaskStatus.FAILED, why)
+                return True
+            if outcome is None:
+                return False  # no hot slot: it runs cold (with its own retries)
+            reset_at = outcome.fields.get("reset_at")
+            if (
+                attempt > params.retries
+                or q.killed
+                or self.closing
+                or not retryable(self.settings, outcome.status, outcome.error_kind, reset_at, kinds)
+            ):
+                break
+            # `retries`: the same message again, in the same process if it lives (else a new
+            # one resumes the conversation), after the back-off; a kill ends the wait
+            delay = backoff(self.settings, attempt, outcome.error_kind, reset_at)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(q.wake.wait(), delay)
+            if q.killed or self.closing:
+                break
+        assert outcome is not None
+        if params.retries:
+            t.attempts = attempt
         apply_outcome(t, outcome)
         if t.claude_session_id:
             s.claude_session_id = t.claude_session_id
         self._maybe_continue(q, t)
         self._close_turn(q, p)
         return True
+
+    def _account_held(self, s: Session, t: Turn) -> bool:
+        """Is the account of this turn's claude held by a rate-limit window now?"""
+        try:
+            gate = spec_for(turn_params(s, t.prompt, t.turn), self.settings).gate
+        except ProtocolError:
+            return False  # the cold path says why it cannot start
+        return gate is not None and gate.holds() is not None
 
     def _maybe_continue(self, q: SessionQueue, t: Turn) -> None:
         """Watch mode: after a completed turn, queue the continuation prompt."""
@@ -379,6 +431,7 @@ class TurnQueues:
         ends) and wait for its worker. Returns the cancelled task id and the dropped turns."""
         q = self._queues.setdefault(s.session_id, SessionQueue(s))
         q.killed = True
+        q.wake.set()
         dropped = self._drop_queue(q, "the session was killed before this turn ran")
         cancelled = q.current.turn.task_id if q.current else None
         if cancelled is not None:
@@ -394,6 +447,7 @@ class TurnQueues:
         self.closing = True
         cancels = []
         for q in self._queues.values():
+            q.wake.set()
             self._drop_queue(q, "the service stopped before this turn ran")
             task_id = q.current.turn.task_id if q.current else None
             if task_id is not None:

@@ -69,6 +69,19 @@ def test_claude_error_kind_reaches_the_result(fake_claude_state: Path) -> None:
     assert r.error
 
 
+def test_claude_retries_return_the_last_attempt(fake_claude_state: Path) -> None:
+    events: list[str] = []
+    r = cc_executor.cc_execute(
+        "FAKE_ERROR=api_error FAKE_ERROR_TIMES=1 try again",
+        retries=2,
+        on_event=lambda method, params: events.append(params["task_id"]),
+    )
+    assert r.ok, r
+    assert r.record["attempt"] == 2 and r.record["attempts"] == 2
+    assert r.result and r.result.endswith("(turn 2, remembers 1 earlier prompts)")
+    assert {r.record["retry_of"], r.task_id} <= set(events)  # both attempts were followed
+
+
 def test_sync_callback_runs_in_calling_thread(fake_claude_state: Path) -> None:
     seen: list[tuple[str, int]] = []
     cc_executor.cc_execute(

@@ -102,6 +102,16 @@ async def test_execute_task_list_passes_results_forward(bridge: Client) -> None:
     assert r["tasks"][1]["output"] == "after\n"
 
 
+async def test_execute_claude_with_retries_answers_with_the_last_attempt(bridge: Client) -> None:
+    args = {"prompt": "FAKE_ERROR=network FAKE_ERROR_TIMES=1 fetch", "retries": 1}
+    r = await call(bridge, "execute_claude", args)
+    assert r["status"] == "completed", r
+    assert r["result"].endswith("(turn 2, remembers 1 earlier prompts)")
+    assert r["attempts"] == 2 and r["retry_of"] != r["task_id"]
+    first = await call(bridge, "get_execution_status", {"task_id": r["retry_of"]})
+    assert first["error_kind"] == "network" and first["retried_by"] == r["task_id"]
+
+
 async def test_execute_claude_fresh_and_resumed(bridge: Client) -> None:
     r = await call(bridge, "execute_claude", {"prompt": "Say hello", "max_turns": 2})
     assert r["status"] == "completed", r

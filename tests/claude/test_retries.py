@@ -4,6 +4,7 @@ with the fake `claude`: each attempt its own task record, linked to the first, r
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +113,55 @@ async def test_a_session_turn_is_retried_and_resumes_the_session(
     logs = await client.call("session.logs", {"session_id": sid})
     turn = [e for e in logs["entries"] if e["type"] == "turn"][-1]
     assert turn["attempts"] == 2 and turn["task_id"] == two["task_id"]
+
+
+async def test_the_failed_attempts_completion_names_the_next_one_already_held(
+    client: ExecutorClient,
+) -> None:
+    began = time.time()
+    prompt = "FAKE_ERROR=rate_limit FAKE_RESET_IN=2 FAKE_ERROR_TIMES=1 named"
+    handle = await client.execute_claude(prompt, retries=1)
+    completed = await handle.wait()
+    assert completed["status"] == "failed" and completed["error_kind"] == "rate_limit"
+    nxt = completed["retried_by"]  # in the event itself: a follower needs no second look
+    held = await client.status(nxt)
+    assert held["status"] == "queued" and held["pid"] is None
+    assert held["waiting_for"] == "retry" and held["attempt"] == 2
+    assert held["retry_of"] == handle.task_id
+    reset = datetime.fromisoformat((await client.status(handle.task_id))["reset_at"])
+    assert abs(datetime.fromisoformat(held["until"]).timestamp() - reset.timestamp()) < 0.5
+    assert reset.timestamp() >= int(began) + 2  # held until the reset, not the short back-off
+    follow = await client.subscribe(nxt, 0, 0)
+    done = await follow.wait()
+    assert done["status"] == "completed" and done["attempts"] == 2
+    assert "retried_by" not in done
+
+
+async def test_cancel_of_a_held_retry_ends_the_run(client: ExecutorClient) -> None:
+    prompt = "FAKE_ERROR=rate_limit FAKE_RESET_IN=30 FAKE_ERROR_TIMES=1 stop it"
+    handle = await client.execute_claude(prompt, retries=2)
+    nxt = (await handle.wait())["retried_by"]
+    assert (await client.control(nxt, "CANCEL"))["status"] == "cancelled"
+    rec = await final(client, nxt)
+    assert rec["status"] == "cancelled" and rec["started_at"] is None
+    assert rec["attempts"] == 2 and not rec.get("retried_by")  # a cancel is never retried
+
+
+async def test_a_hot_session_turn_is_retried_in_its_process(
+    client: ExecutorClient, tmp_path: Path
+) -> None:
+    s = await client.call(
+        "session.create", {"working_dir": str(tmp_path), "hot": True, "retries": 2}
+    )
+    sid = s["session_id"]
+    one = await client.call("session.send", {"session_id": sid, "message": "hi", "wait": True})
+    two = await client.call(
+        "session.send", {"session_id": sid, "message": ONCE_OVERLOADED, "wait": True}
+    )
+    assert two["status"] == "completed", two
+    assert two["task_id"] == one["task_id"]  # the same live process answered the retry
+    assert two["result"].endswith("(turn 3, remembers 2 earlier prompts)")
+    logs = await client.call("session.logs", {"session_id": sid})
+    turn = [e for e in logs["entries"] if e["type"] == "turn"][-1]
+    assert turn["attempts"] == 2 and turn["hot"] is True
+    await client.call("session.kill", {"session_id": sid})

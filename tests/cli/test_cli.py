@@ -460,6 +460,32 @@ async def test_claude_prints_the_result_and_streams_events(cli: Any) -> None:
 
 
 @pytest.mark.usefixtures("fake_claude_state")
+async def test_claude_retries_follow_to_the_last_attempt(cli: Any) -> None:
+    res = await cli("claude", "FAKE_ERROR=overloaded FAKE_ERROR_TIMES=1 work", "--retries", "2")
+    assert res.rc == 0, res.stderr
+    assert res.stdout.startswith("Fake Claude answer to: FAKE_ERROR=overloaded")
+    assert re.search(r"\[overloaded: retrying as task [0-9a-f]{16}\]", res.stderr), res.stderr
+    res = await cli(
+        "claude", "FAKE_ERROR=overloaded FAKE_ERROR_TIMES=1 json", "--retries=1", "--json"
+    )
+    rec = json.loads(res.out)
+    assert res.rc == 0 and rec["status"] == "completed"
+    assert rec["attempt"] == 2 and rec["attempts"] == 2 and rec["retry_of"]
+
+
+@pytest.mark.usefixtures("fake_claude_state")
+async def test_tasks_say_what_a_held_task_waits_for(cli: Any, client: ExecutorClient) -> None:
+    limited = await client.execute_claude("FAKE_ERROR=rate_limit FAKE_RESET_IN=60 hit it")
+    await limited.wait(30)
+    held = await client.execute_claude("waits for the window")
+    res = await cli("tasks")
+    assert res.rc == 0, res.stderr
+    line = next(x for x in res.stdout.splitlines() if x.startswith(held.task_id[:8]))
+    assert re.search(r"queued \(rate_limit until \d\d:\d\d:\d\d\)", line), line
+    assert (await cli("cancel", held.task_id)).rc == 0
+
+
+@pytest.mark.usefixtures("fake_claude_state")
 async def test_claude_options_reach_the_cli(cli: Any) -> None:
     res = await cli(
         "claude",

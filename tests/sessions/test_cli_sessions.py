@@ -140,3 +140,16 @@ def test_a_bad_option_is_refused_naming_it(capsys: pytest.CaptureFixture[str]) -
     with pytest.raises(SystemExit):
         parser().parse_args(["sessions", "create", "/tmp", "--turn-max-turns", "0"])
     assert "argument --turn-max-turns: " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flag", "hot"), [([], True), (["--no-hot"], False), (["--hot"], True)])
+async def test_hot_sessions_setting_is_the_default_and_no_hot_opts_out(
+    cli: Cli, service: ExecutorService, tmp_path: Path, flag: list[str], hot: bool
+) -> None:
+    service.sessions.settings.hot_sessions = True  # the service-wide default
+    s = await cli.json("create", str(tmp_path), *flag)
+    assert s["hot"] is hot
+    turn = await cli.json("send", s["session_id"], "hello", "--wait")
+    rec = await service.engine.get(turn["task_id"])
+    assert (rec.extra.get("hot_session") == s["session_id"]) is hot
+    await cli.json("kill", s["session_id"])

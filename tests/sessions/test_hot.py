@@ -11,7 +11,8 @@ import pytest
 
 from cc_executor.client import ExecutorClient, output_bytes
 from cc_executor.config import Settings
-from tests.sessions.conftest import ANSWER, call, turns_of
+from cc_executor.protocol import ErrorCode
+from tests.sessions.conftest import ANSWER, call, call_error, turns_of
 from tests.support import eventually, pid_alive
 
 pytestmark = pytest.mark.usefixtures("fake_claude_state")
@@ -148,3 +149,42 @@ async def test_a_rate_limited_hot_turn_holds_its_account(
     held = (await client.call("execute_claude", {"prompt": "waits"}))["task_id"]
     assert (await client.status(held))["waiting_for"] == "rate_limit"
     assert (await client.control(held, "CANCEL"))["status"] == "cancelled"
+
+
+async def test_a_hot_turn_of_a_held_account_waits_cold_then_goes_on(
+    client: ExecutorClient, workdir: Path
+) -> None:
+    sid = await create(client, workdir)
+    limited = await send_wait(client, sid, "FAKE_ERROR=rate_limit FAKE_RESET_IN=2 hit it")
+    hot_task = limited["task_id"]
+    waiting = await call(client, "session.send", session_id=sid, message="after the window")
+    assert waiting["status"] == "queued" and waiting["task_id"] != hot_task
+    rec = await client.status(waiting["task_id"])
+    assert rec["waiting_for"] == "rate_limit" and rec["pid"] is None
+    assert (await ended(client, hot_task))["status"] == "completed"  # closed, not left idle
+    turns = await eventually(lambda: turns_of(client, sid), lambda t: t[-1]["status"] != "queued")
+    assert turns[-1]["status"] == "completed", turns[-1]
+    assert turns[-1]["hot"] is False
+    assert turns[-1]["result"].endswith("(turn 2, remembers 1 earlier prompts)")
+    again = await send_wait(client, sid, "hot again")
+    assert again["status"] == "completed" and again["task_id"] not in (hot_task, rec["task_id"])
+    assert (await client.status(again["task_id"]))["hot_session"] == sid
+    await call(client, "session.kill", session_id=sid)
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"hot": "yes"}, "hot"),
+        ({"hot": 1}, "hot"),
+        ({"retries": -1}, "retries"),
+        ({"retry_on": ["bogus"]}, "retry_on.0"),
+    ],
+)
+async def test_bad_hot_and_retry_params_name_the_field_and_leave_nothing(
+    client: ExecutorClient, workdir: Path, params: dict[str, Any], field: str
+) -> None:
+    exc = await call_error(client, "session.create", working_dir=str(workdir), **params)
+    assert exc.code == ErrorCode.INVALID_PARAMS
+    assert [e["loc"] for e in exc.data] == [field]
+    assert (await call(client, "session.list", include_ended=True))["total"] == 0
