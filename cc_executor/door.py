@@ -12,6 +12,7 @@ socket; `server.py` applies them.
 - Host: a DNS-rebinding page (evil.example resolving to 127.0.0.1) makes a browser send
   `Host: evil.example`; only loopback names, IP literals (rebinding needs a name), the
   configured host and `allowed_hosts` are served.
+- What the connection asked for: binary output frames (`/ws?output=binary`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ import ipaddress
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from cc_executor.protocol import BINARY_OUTPUT_QUERY
 
 SINGLE_HEADERS = ("Host", "Origin", "Authorization")
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "127.0.0.1", "::1"})
@@ -86,3 +90,9 @@ class HandshakeSlots:
     def done(self, conn: Any) -> None:
         """Its request arrived (or it closed): it no longer waits."""
         self._waiting.pop(conn, None)
+
+
+def wants_binary_output(path: str) -> bool:
+    """Whether a WebSocket was opened as `/ws?output=binary` (protocol.py)."""
+    key, value = BINARY_OUTPUT_QUERY
+    return value in parse_qs(urlsplit(path).query).get(key, ())

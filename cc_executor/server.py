@@ -50,13 +50,7 @@ from cc_executor.engine import Event, Subscriber, SubscriberClosed, reaper
 from cc_executor.engine.events import holds_of_this_request
 from cc_executor.handlers import ROUTES, Conn
 from cc_executor.logs import setup_logging
-from cc_executor.protocol import (
-    BINARY_OUTPUT_QUERY,
-    ErrorCode,
-    Method,
-    OutputParams,
-    ProtocolError,
-)
+from cc_executor.protocol import ErrorCode, Method, OutputParams, ProtocolError
 from cc_executor.runtime import build_runtime
 from cc_executor.service_policy import ServicePolicy
 
@@ -257,7 +251,8 @@ class ExecutorService:
         sub = Subscriber(self.settings.subscriber_queue_bytes)
         sub.hold_new_tasks = True  # a task's events follow the reply that names it
         conn = Conn(self.engine, self.settings, sub, peer=client, sessions=self.sessions)
-        writer = asyncio.create_task(self._write_loop(ws, sub, _wants_binary_output(ws)))
+        binary = ws.request is not None and door.wants_binary_output(ws.request.path)
+        writer = asyncio.create_task(self._write_loop(ws, sub, binary))
         limit = self.settings.max_requests_in_flight
         in_flight = asyncio.Semaphore(limit)
         budget = jsonrpc.ReplyBudget(self.settings.max_reply_bytes_in_flight)
@@ -349,11 +344,10 @@ class ExecutorService:
     async def _write_loop(self, ws: ServerConnection, sub: Subscriber, binary: bool) -> None:
         # A binary-output connection gets each output chunk's bytes as they came: no
         # UTF-8 decoding, JSON escaping or parsing of them here or at the client.
-        frame_of = _binary_or_text if binary else _text
         try:
             while True:
                 ev = await sub.get()
-                frame, is_binary = frame_of(ev)
+                frame, is_binary = ev.wire_frame(binary)
                 batch, size = [(frame, is_binary, ev)], len(frame)
                 # Small frames queued already go out with it: one write, so one wake-up of
                 # the client (a reply and its task's `process.started` come together).
@@ -362,7 +356,7 @@ class ExecutorService:
                     more = sub.get_nowait()
                     if more is None:
                         break
-                    frame, is_binary = frame_of(more)
+                    frame, is_binary = more.wire_frame(binary)
                     batch.append((frame, is_binary, more))
                     size += len(frame)
                 async with ws.send_context():
@@ -376,24 +370,6 @@ class ExecutorService:
                         ev.on_sent()
         except (SubscriberClosed, ConnectionClosed):
             pass
-
-
-def _text(ev: Event) -> tuple[bytes, bool]:
-    return ev.frame(), False
-
-
-def _binary_or_text(ev: Event) -> tuple[bytes, bool]:
-    frame = ev.binary_frame()
-    return (ev.frame(), False) if frame is None else (frame, True)
-
-
-def _wants_binary_output(ws: ServerConnection) -> bool:
-    """Whether the connection was opened as `/ws?output=binary` (protocol.py)."""
-    request = ws.request
-    if request is None:
-        return False
-    key, value = BINARY_OUTPUT_QUERY
-    return value in parse_qs(urlsplit(request.path).query).get(key, ())
 
 
 class _Frame:

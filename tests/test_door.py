@@ -67,3 +67,11 @@ def test_handshake_slots_evict_the_oldest_waiting() -> None:
     slots.done("d")
     slots.done("d")  # closing twice is fine
     assert len(slots) == 0
+
+
+def test_binary_output_is_asked_for_by_the_query_only() -> None:
+    assert door.wants_binary_output("/ws?output=binary")
+    assert door.wants_binary_output("/ws?token=abc&output=binary")
+    assert not door.wants_binary_output("/ws")
+    assert not door.wants_binary_output("/ws?output=text")
+    assert not door.wants_binary_output("/ws?outputs=binary")

@@ -61,6 +61,12 @@ class Event:
         (None: it goes as text, `frame()`)."""
         return None
 
+    def wire_frame(self, binary: bool) -> tuple[bytes, bool]:
+        """(frame, is_binary) for a connection that did or did not ask for binary output."""
+        if binary and (frame := self.binary_frame()) is not None:
+            return frame, True
+        return self.frame(), False
+
     def __repr__(self) -> str:
         return f"Event({self.method}, {self.task_id}, nbytes={self.nbytes})"
 
