@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 from websockets.datastructures import Headers
 
-from cc_executor.door import HandshakeSlots, duplicate_header, host_allowed, host_name
+from cc_executor.door import (
+    HandshakeSlots,
+    duplicate_header,
+    host_allowed,
+    host_name,
+    wants_binary_output,
+)
 
 
 @pytest.mark.parametrize(
@@ -70,8 +76,8 @@ def test_handshake_slots_evict_the_oldest_waiting() -> None:
 
 
 def test_binary_output_is_asked_for_by_the_query_only() -> None:
-    assert door.wants_binary_output("/ws?output=binary")
-    assert door.wants_binary_output("/ws?token=abc&output=binary")
-    assert not door.wants_binary_output("/ws")
-    assert not door.wants_binary_output("/ws?output=text")
-    assert not door.wants_binary_output("/ws?outputs=binary")
+    assert wants_binary_output("/ws?output=binary")
+    assert wants_binary_output("/ws?token=abc&output=binary")
+    assert not wants_binary_output("/ws")
+    assert not wants_binary_output("/ws?output=text")
+    assert not wants_binary_output("/ws?outputs=binary")
