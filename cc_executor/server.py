@@ -35,7 +35,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from cc_executor import __version__, door, jsonrpc, service_policy
+from cc_executor import __version__, allocator, door, jsonrpc, service_policy
 from cc_executor.auth import ensure_token, token_matches
 from cc_executor.claude.ratelimit import RateLimits
 from cc_executor.cluster.routing import cluster_routes
@@ -491,10 +491,12 @@ async def run_service(
     `on_started` sees the started service (`cc-executor start` prints its banner).
 
     The service owns its process: it raises its own soft fd limit, becomes a child
-    subreaper (so what leaves a task's group is still its child, engine/reaper.py) and
-    reaps the orphans that come to it, as PID 1 of a container too.
+    subreaper (so what leaves a task's group is still its child, engine/reaper.py),
+    reaps the orphans that come to it, as PID 1 of a container too, and keeps the memory
+    of output chunks for the next ones (allocator.py).
     """
     raise_fd_limit()
+    allocator.keep_chunk_memory()
     reaper.become_subreaper()
     orphans = reaper.OrphanReaper()
     orphans.start()
