@@ -12,6 +12,7 @@ import orjson
 from cc_executor.client import ExecutorClient, output_bytes
 from cc_executor.protocol import Notification, split_binary_output
 from cc_executor.server import ExecutorService
+from tests.support import ServiceProcess
 
 from .conftest import raw_connect
 
@@ -117,3 +118,21 @@ async def test_a_large_output_arrives_whole_in_binary_frames(client: ExecutorCli
             digest[p["stream"]].update(p["data"])
     assert pos == {"stdout": n, "stderr": n}
     assert digest["stdout"].digest() == digest["stderr"].digest()
+
+
+async def test_a_bulk_stream_is_read_in_large_chunks(tmp_path: Path) -> None:
+    """Past its first 4 MiB a stream the pipe gives in small reads waits a moment between
+    reads (engine/task.py, BULK_AFTER): a frame each 4-64 KiB was a wake-up each. The
+    service runs as its own process, where it reads faster than one sharing our loop."""
+    n = 96 * 1024 * 1024
+    svc = ServiceProcess(tmp_path / "data")
+    await svc.start()
+    try:
+        async with ExecutorClient(svc.url, svc.token) as client:
+            h = await client.execute(["sh", "-c", f"head -c {n} /dev/zero | tr '\\0' y"])
+            sizes = [len(ev["params"]["data"]) async for ev in h.events() if is_output(ev)]
+    finally:
+        await svc.stop_async()
+    assert sum(sizes) == n
+    bulk = sizes[len(sizes) // 4 :]  # the stream's first 4 MiB is read as it comes
+    assert sorted(bulk)[len(bulk) // 2] >= 128 * 1024, f"{len(sizes)} frames for {n} bytes"
