@@ -120,16 +120,3 @@ async def test_unwritable_log_is_reported_not_fatal(tmp_path: Path, writer: LogW
     assert out.offset == 14 and out.written == 0
     assert out.error is not None and "cannot open log file" in out.error
     assert out.read(0, 100) is None  # lost, and said so: not an empty read
-
-
-async def test_a_file_already_at_the_logs_path_holds_only_the_new_output(
-    tmp_path: Path, writer: LogWriter
-) -> None:
-    """The log is opened without O_TRUNC (ext4 flushes a truncated file on close); a file
-    left at its path is emptied first, so no stale tail follows the task's bytes."""
-    path = tmp_path / "log"
-    path.write_bytes(b"stale bytes of something else\n" * 100)
-    out = OutputLog(path, writer)
-    feed(out, [b"new\n"])
-    await drained(writer)
-    assert path.read_bytes() == b"new\n"
