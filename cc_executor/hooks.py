@@ -89,7 +89,7 @@ class HookRunner:
                 self.journal.helper_ended(helper)
                 return {**res, "duration_s": 0.0, "stdout": "", "stderr": "", "error": str(exc)}
             helper.pid = proc.pid
-            helper.start_ticks = process.start_ticks(proc.pid)
+            helper.start_ticks = process.leader_start_ticks(proc)
             self.journal.append_helper(helper)  # on disk now: a crash cannot orphan it
             try:
                 res["timed_out"] = await process.run_to_end(

@@ -358,7 +358,7 @@ class Engine(GroupControl, OutputServing):
         rec.node = self.node
         rec.started_at = time.time()
         transition(rec, TaskStatus.RUNNING)
-        rec.start_ticks = process.start_ticks(proc.pid) if process.HAVE_PROC else None
+        rec.start_ticks = process.leader_start_ticks(proc) if process.HAVE_PROC else None
         self._journal.append(rec)  # on disk now: a crash from here on cannot orphan it
         self.counters["tasks_started"] += 1
         self.store.save(rec)

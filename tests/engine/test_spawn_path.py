@@ -216,3 +216,19 @@ async def test_the_next_start_reaps_hook_groups_a_crash_left_and_spares_a_reused
         assert pid_alive(stranger.pid) and pid_alive(children[1])  # not ours: spared
     finally:
         await engine.close()
+
+
+def test_a_childs_start_ticks_from_the_clock_are_what_proc_says() -> None:
+    """A spawn within one clock tick knows its child's start time without reading /proc
+    (a read that waits for the child's exec); the value is /proc's own, exactly."""
+    from_clock = 0
+    for _ in range(60):
+        proc = process.spawn(["sleep", "5"], None, {"PATH": os.environ["PATH"]})
+        try:
+            known = process._spawned_at.get(proc)
+            from_clock += known is not None
+            assert process.leader_start_ticks(proc) == process.start_ticks(proc.pid)
+        finally:
+            proc.kill()
+            proc.wait()
+    assert from_clock >= 30, f"only {from_clock} of 60 spawns knew their start from the clock"
