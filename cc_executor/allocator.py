@@ -3,10 +3,10 @@
 Each pipe read takes a buffer of up to 1 MiB, freed once the log writer and every
 subscriber are done with it. With glibc's defaults, freed memory at the top of the heap
 past 128 KiB goes back to the kernel, and allocations past its (moving) mmap threshold
-get fresh mappings, so the next chunks land on new pages: a page fault per 4 KiB. That
-was 30-40 thousand faults per 200 MB streamed, about a third of the service's time on
-that stream (docs/benchmarks.md). Serving blocks up to 2 MiB from the heap and keeping up
-to 32 MiB of free heap brings the faults to none; the peak memory is what it was.
+get fresh mappings, so the next chunks land on new pages: a page fault per 4 KiB, 38
+thousand per 200 MB streamed. Serving blocks up to 2 MiB from the heap and keeping up to
+32 MiB of free heap brings the faults to none and the stream's ratio to a raw pipe read
+from 0.58x to 0.63x (docs/benchmarks.md); the peak memory is what it was.
 
 Only the service process does this (`run_service`): an embedding process (the bridge's
 fallback, the Python API) keeps its own allocator settings.
