@@ -29,7 +29,7 @@ from cc_executor.cluster import keys
 from cc_executor.cluster.connection import Redis, forever
 from cc_executor.cluster.output import OutputStreams, entry_offset
 from cc_executor.cluster.store import RedisTaskStore
-from cc_executor.engine.events import Event, Subscriber, output_event
+from cc_executor.engine.events import Event, OutputEvent, Subscriber
 from cc_executor.engine.output import OutputLog
 from cc_executor.protocol import Method, Notification, ProtocolError, Stream
 
@@ -318,7 +318,7 @@ class Followers:
         chunk = rlog.seen(offset, data)
         if chunk is None or not f.subscribers:
             return
-        ev = output_event(f.task_id, rlog.stream, chunk[0], chunk[1])
+        ev = OutputEvent(f.task_id, rlog.stream, chunk[0], chunk[1])
         for sub in tuple(f.subscribers):
             if sub.closed:
                 f.subscribers.discard(sub)

@@ -23,7 +23,7 @@ from cc_executor.config import Settings
 from cc_executor.engine import datadir, listing, process  # faces: listing (status filters)
 from cc_executor.engine.bus import EventBus, LocalEventBus
 from cc_executor.engine.control import GroupControl
-from cc_executor.engine.events import Subscriber, output_event
+from cc_executor.engine.events import OutputEvent, Subscriber
 from cc_executor.engine.health import StorageHealth
 from cc_executor.engine.journal import TASK_ENV, SpawnJournal
 from cc_executor.engine.lifecycle import transition
@@ -415,7 +415,7 @@ class Engine(GroupControl, OutputServing):
 
     @staticmethod
     def _offer(task: RunningTask, stream: Stream, out: OutputLog, chunk: tuple[int, bytes]) -> None:
-        ev = output_event(task.task_id, stream, chunk[0], chunk[1])  # encoded once for all
+        ev = OutputEvent(task.task_id, stream, chunk[0], chunk[1])  # its frames made once for all
         for sub in tuple(task.subscribers):
             if sub.closed:
                 task.subscribers.discard(sub)

@@ -114,11 +114,6 @@ class OutputEvent(Event):
         return self._binary
 
 
-def output_event(task_id: str, stream: Stream, offset: int, data: bytes) -> OutputEvent:
-    """The `process.output` notification of `data`, which starts at `offset`."""
-    return OutputEvent(task_id, stream, offset, data)
-
-
 # The tasks held while one request is served (see `holds_of_this_request`).
 _request_holds: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
     "request_holds", default=None
@@ -328,7 +323,7 @@ class Subscriber:
             cut = incomplete_utf8_tail(data)
             if cut and cut < len(data):
                 data = data[:-cut]
-        ev = output_event(cur.task_id, cur.stream, cur.pos, data)
+        ev = OutputEvent(cur.task_id, cur.stream, cur.pos, data)
         cur.pos += len(data)
         return ev
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cc_executor.engine import Event, Subscriber, SubscriberClosed
-from cc_executor.engine.events import output_event
+from cc_executor.engine.events import OutputEvent
 from cc_executor.engine.output import LogWriter, OutputLog
 from cc_executor.protocol import Notification, Stream
 
@@ -38,7 +38,7 @@ class FakeTask:
         out = self.logs[stream]
         chunk = out.append(data)
         if chunk is not None:
-            ev = output_event(self.task_id, stream, chunk[0], chunk[1])
+            ev = OutputEvent(self.task_id, stream, chunk[0], chunk[1])
             for sub in self.subs:
                 sub.offer(ev, out)
 
@@ -46,7 +46,7 @@ class FakeTask:
         for stream, out in self.logs.items():
             rest = out.finish()
             if rest is not None:
-                ev = output_event(self.task_id, stream, rest[0], rest[1])
+                ev = OutputEvent(self.task_id, stream, rest[0], rest[1])
                 for sub in self.subs:
                     sub.offer(ev, out)
         ev = Event(Notification.COMPLETED, {"task_id": self.task_id, "status": "completed"})
@@ -165,7 +165,7 @@ async def test_bytes_a_failed_log_write_lost_are_named_exactly(
     out = OutputLog(tmp_path / "no-such-dir" / "log", writer)
     sub = Subscriber(10)  # too small for anything: the cursor falls behind at once
     out.append(b"a" * 100)
-    ev = output_event("t", Stream.STDOUT, 0, b"a" * 100)
+    ev = OutputEvent("t", Stream.STDOUT, 0, b"a" * 100)
     sub.offer(ev, out)
     out.finish()
     await asyncio.to_thread(writer.stop)  # the failed write has happened
