@@ -54,7 +54,8 @@ class TaskSpec:
 # A stream that has printed this much is a bulk stream: when the pipe then gives it small
 # reads, reading waits a moment so that the next read takes more (each read is a wake-up
 # of the loop, 80-90 us across vCPUs, and a frame to every subscriber). The pipe holds
-# 1 MiB, so a child writing even at 500 MB/s does not fill it in that moment.
+# 1 MiB, so a child writing even at 500 MB/s does not fill it in that moment (0.5 ms,
+# which the selector rounds up to its 1 ms resolution).
 BULK_AFTER = 4 * 1024 * 1024
 SMALL_READ = 256 * 1024
 GATHER_S = 0.0005
