@@ -89,8 +89,9 @@ def test_to_dict_is_a_copy(rec: TaskRecord) -> None:
             d[k]["changed"] = 1
         elif isinstance(d.get(k), list) and k not in FIELDS:
             d[k].append("changed")
+    # argv included: a check for "changed" in rec.argv failed whenever Hypothesis, which
+    # draws strings from this module's own literals, generated that very argument.
     assert without_duration(reference_dict(rec)) == before  # the record did not change
-    assert "changed" not in rec.argv
 
 
 def test_a_later_change_to_the_record_does_not_reach_an_earlier_dict() -> None:
