@@ -1,6 +1,6 @@
 """A task stream's output as a log: the source of truth that every reader reads by offset.
 
-The loop appends each chunk as the pipe gives it (up to 256 KB) and hands it to one
+The loop appends each chunk as the pipe gives it (up to 1 MiB) and hands it to one
 writer thread, so a disk write never holds up the loop; until the thread has written a
 chunk, reads of its range are served from memory. Readers (a subscriber's cursor, the
 `output` method) ask for any byte range, `read(start, limit)`, and get it byte-exact.
