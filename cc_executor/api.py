@@ -24,9 +24,10 @@ import os
 import queue
 import signal
 import threading
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from cc_executor.client import output_bytes
 from cc_executor.config import Settings
@@ -49,6 +50,34 @@ Deliver = Callable[[str, dict[str, Any]], None]
 """Hands one notification on to the caller's thread or loop (never blocks)."""
 
 _PAGE_BYTES = 16 * 1024 * 1024  # the most one `output` call returns
+
+# A signal sent to the process (SIGTERM, Ctrl-C's SIGINT) may be taken by any of its
+# threads, and its Python handler runs on the main thread only once that thread runs
+# Python again: a caller blocked in an untimed wait would never see it (1 SIGTERM in 12
+# went unheard under load). So the caller's thread waits in slices this long.
+_SIGNAL_POLL_S = 0.2
+
+T = TypeVar("T")
+
+
+def _wait(fut: concurrent.futures.Future[T], timeout: float | None = None) -> T:
+    """`fut.result(timeout)`, in slices, so that signal handlers run meanwhile."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not fut.done():
+        left = _SIGNAL_POLL_S if deadline is None else deadline - time.monotonic()
+        if left <= 0:
+            break
+        concurrent.futures.wait([fut], timeout=min(left, _SIGNAL_POLL_S))
+    return fut.result(timeout=0)
+
+
+def _next_event(events: queue.SimpleQueue[Any]) -> Any:
+    """`events.get()`, in slices, so that signal handlers run meanwhile."""
+    while True:
+        try:
+            return events.get(timeout=_SIGNAL_POLL_S)
+        except queue.Empty:
+            continue
 
 
 @dataclass
@@ -218,7 +247,7 @@ class _Call:
 
     def cancel_and_wait(self) -> None:
         self.result.cancel()
-        self.settled.result(timeout=60)
+        _wait(self.settled, timeout=60)
 
     async def cancel_and_wait_async(self) -> None:
         self.result.cancel()
@@ -375,9 +404,9 @@ def cc_execute(
     call = _API.submit(run)
     try:
         if on_event is not None:
-            while (item := events.get()) is not None:
+            while (item := _next_event(events)) is not None:
                 on_event(*item)
-        return call.result.result()
+        return _wait(call.result)
     except KeyboardInterrupt:
         call.cancel_and_wait()
         raise
@@ -447,7 +476,7 @@ def cc_execute_list(
     """Blocking twin of `acc_execute_list`."""
     call = _API.submit(_list_runner(tasks, stop_on_failure))
     try:
-        return call.result.result()
+        return _wait(call.result)
     except KeyboardInterrupt:
         call.cancel_and_wait()
         raise

@@ -37,6 +37,9 @@ from cc_executor.config import Settings
 if sys.argv[3] == "own-handler":
     signal.signal(signal.SIGTERM, lambda *a: print("own handler", flush=True))
 api.configure(Settings(data_dir=sys.argv[1], kill_grace_seconds=1))
+if sys.argv[3] == "a-thread-takes-it":
+    api.cc_execute(command=["true"])  # the API's threads start, with SIGTERM unblocked
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # so one of them takes it
 api.cc_execute(command=["sleep", "1000"], env={"CC_STRESS_MARK": sys.argv[2]})
 """
 
@@ -68,6 +71,22 @@ async def test_sigterm_to_an_api_caller_ends_its_task(tmp_path: Path, mark: str)
     assert proc.returncode == -signal.SIGTERM, err.decode()[-3000:]
     left = await leftovers(mark, [sleeper])
     assert not left, (left, f"{time.monotonic() - t0:.2f}s after SIGTERM")
+
+
+async def test_sigterm_taken_by_another_thread_still_ends_the_call(
+    tmp_path: Path, mark: str
+) -> None:
+    """The kernel gives a process's signal to any thread not blocking it; the Python
+    handler runs on the main thread once it runs Python again. A caller blocked in an
+    untimed wait never did (1 SIGTERM in 12 went unheard under load); here the caller's
+    thread blocks SIGTERM, so another thread always takes it."""
+    proc = await _api_program(tmp_path, mark, "a-thread-takes-it")
+    await wait_until(lambda: marked_processes(mark), timeout=60, what="the task's sleep runs")
+    (sleeper,) = marked_processes(mark)
+    proc.send_signal(signal.SIGTERM)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == -signal.SIGTERM, err.decode()[-3000:]
+    assert not await leftovers(mark, [sleeper])
 
 
 async def test_an_api_callers_own_sigterm_handler_is_kept(tmp_path: Path, mark: str) -> None:
