@@ -398,12 +398,8 @@ class Engine(GroupControl, OutputServing):
         task.last_output = time.monotonic()
         if self.writer.throttled and not task.reading_paused:
             self._pause_reading(task)
-        if out.error is not None and not task.log_error_sent:
-            task.log_error_sent = True
-            task.emit_everywhere(
-                Notification.ERROR,
-                {"task_id": task.task_id, "stream": stream.value, "error": out.error},
-            )
+        if out.error is not None:
+            self._tell_log_error(task, stream, out.error)
         if task.spec.observer is not None:
             try:
                 task.spec.observer.on_output(task, stream, data)
@@ -412,6 +408,14 @@ class Engine(GroupControl, OutputServing):
                 log.exception("observer failed on output of task %s", task.task_id)
         if chunk is not None and task.subscribers:
             self._offer(task, stream, out, chunk)
+
+    @staticmethod
+    def _tell_log_error(task: RunningTask, stream: Stream, error: str) -> None:
+        """One `process.error` per task: its log lost bytes (seen at a chunk or at the end)."""
+        if not task.log_error_sent:
+            task.log_error_sent = True
+            params = {"task_id": task.task_id, "stream": stream.value, "error": error}
+            task.emit_everywhere(Notification.ERROR, params)
 
     @staticmethod
     def _offer(task: RunningTask, stream: Stream, out: OutputLog, chunk: tuple[int, bytes]) -> None:
@@ -502,6 +506,7 @@ class Engine(GroupControl, OutputServing):
             setattr(rec, f"{stream.value}_bytes", out.offset)
             if out.error:
                 rec.extra.setdefault("log_errors", {})[stream.value] = out.error
+                self._tell_log_error(task, stream, out.error)  # failed after the last chunk
         if task.final_status is not None:
             transition(rec, task.final_status)
             if task.stop_reason and not rec.error:
