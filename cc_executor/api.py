@@ -53,7 +53,7 @@ _PAGE_BYTES = 16 * 1024 * 1024  # the most one `output` call returns
 
 # A signal sent to the process (SIGTERM, Ctrl-C's SIGINT) may be taken by any of its
 # threads, and its Python handler runs on the main thread only once that thread runs
-# Python again: a caller blocked in an untimed wait would never see it (1 SIGTERM in 12
+# Python again: a caller blocked in an untimed wait would never see it (5 SIGTERMs of 55
 # went unheard under load). So the caller's thread waits in slices this long.
 _SIGNAL_POLL_S = 0.2
 
