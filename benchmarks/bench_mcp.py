@@ -14,6 +14,14 @@ log level:
                       executor service (its own process) over the WebSocket pool
   bridge, fallback    the same with the service down (auto mode: the local engine)
 
+and three bounds, which no engine is in (what the floor does not show):
+
+  bound: trivial tool, bridge's MCP layer   a do-nothing tool on the bridge's own MCP
+                      layer (`ToolServer` on `mcp_bridge.stdio`, loop-driven stdio)
+  bound: spawn in a tool, bridge's MCP layer   `sh -c 'echo hi'` spawned by asyncio and
+                      read to EOF inside such a tool: the fallback with no engine at all
+  bound: spawn in a tool, bare MCPServer   the same inside a tool of the SDK's server
+
 Targets (issue 9): bridge + service p50 <= empty-tool p50 + bare-spawn p50 + 1.0 ms;
 fallback p50 <= the same floor + 0.5 ms. Series are interleaved in rounds so they share
 the machine's load, in a new random order each round. The figures go to
@@ -55,7 +63,42 @@ mcp = MCPServer("empty", log_level="WARNING")
 def noop() -> str:
     return "ok"
 
+@mcp.tool()
+async def spawn_echo(command: str) -> str:
+    import asyncio
+    from asyncio.subprocess import DEVNULL, PIPE
+    proc = await asyncio.create_subprocess_exec(
+        "sh", "-c", command, stdin=DEVNULL, stdout=PIPE, stderr=PIPE, start_new_session=True
+    )
+    out, _ = await proc.communicate()
+    return out.decode()
+
 mcp.run("stdio")
+"""
+
+# The bridge's own MCP layer (its ToolServer and loop-driven stdio) with no engine behind it.
+BOUND_SERVER = """
+import asyncio
+from asyncio.subprocess import DEVNULL, PIPE
+import anyio
+from mcp_bridge.results import ok
+from mcp_bridge.stdio import serve_stdio
+from mcp_bridge.tooling import ToolServer
+mcp = ToolServer("bound", log_level="WARNING")
+
+@mcp.tool()
+async def noop():
+    return ok({"ok": True})
+
+@mcp.tool()
+async def spawn_echo(command: str):
+    proc = await asyncio.create_subprocess_exec(
+        "sh", "-c", command, stdin=DEVNULL, stdout=PIPE, stderr=PIPE, start_new_session=True
+    )
+    out, _ = await proc.communicate()
+    return ok({"exit_code": proc.returncode, "backend": "none", "output": out.decode()})
+
+anyio.run(serve_stdio, mcp)
 """
 
 Call = Callable[[], Awaitable[object]]
@@ -81,7 +124,10 @@ def tool_call(client: ClientSession, name: str, args: Mapping[str, Any], check: 
         r = await client.call_tool(name, dict(args))
         if r.is_error:
             raise RuntimeError(f"{name} failed: {r.content}")
-        if check is not None:
+        if check == "text":
+            if getattr(r.content[0], "text", None) != "hi\n":
+                raise RuntimeError(f"unexpected result: {r.content}")
+        elif check is not None:
             sc = r.structured_content or {}
             if sc.get("backend") != check or sc.get("output") != "hi\n":
                 raise RuntimeError(f"unexpected result: {sc}")
@@ -188,6 +234,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
         }
         async with (
             mcp_client(["-c", EMPTY_SERVER], base_env) as empty,
+            mcp_client(["-c", BOUND_SERVER], base_env) as bound,
             mcp_client(["-m", "mcp_bridge"], remote_env) as remote,
             mcp_client(["-m", "mcp_bridge"], local_env) as local,
         ):
@@ -197,6 +244,13 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
                 "floor: bare spawn sh -c 'echo hi'": bare_spawn,
                 "bridge + service": tool_call(remote, "execute_task", echo, "websocket"),
                 "bridge, local fallback": tool_call(local, "execute_task", echo, "local"),
+                "bound: trivial tool, bridge's MCP layer": tool_call(bound, "noop", {}, None),
+                "bound: spawn in a tool, bridge's MCP layer": tool_call(
+                    bound, "spawn_echo", echo, "none"
+                ),
+                "bound: spawn in a tool, bare MCPServer": tool_call(
+                    empty, "spawn_echo", echo, "text"
+                ),
             }
             await measure(series, args.warmup * len(series), 1)
             prof = None
@@ -244,6 +298,17 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
                 f"floor {floor * 1e3:.2f} ms",
                 f"p50 <= floor + {budget * 1e3:.1f} ms",
                 p50[name] <= floor + budget,
+            )
+        )
+    for name in names[4:]:
+        over = p50[name] - floor
+        rows.append(
+            Row(
+                name,
+                f"p50 {p50[name] * 1e3:.2f} ms ({over * 1e3:+.2f}), p99 {p99[name] * 1e3:.2f} ms",
+                f"floor {floor * 1e3:.2f} ms",
+                "-",
+                None,
             )
         )
     print_table(rows)
