@@ -47,7 +47,10 @@ from tests.cluster.support import (
 
 @contextlib.asynccontextmanager
 async def cluster(
-    names: list[str], isolate: set[str] | None = None, single: bool = False, **env: str
+    names: list[str],
+    isolate: set[str] | None = None,
+    single: bool = False,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[list[Node]]:
     """Nodes on a fresh redis-server; `single`: one plain service, no Redis (the baseline)."""
     with scratch_dir("cc-bench-cluster-") as root:
@@ -58,7 +61,9 @@ async def cluster(
         try:
             for name in names:
                 started.append(
-                    await start_node(root, url, name, isolate=name in (isolate or ()), **env)
+                    await start_node(
+                        root, url, name, isolate=name in (isolate or ()), **(env or {})
+                    )
                 )
             yield started
         finally:
@@ -70,7 +75,7 @@ async def cluster(
 async def throughput(n_nodes: int, tasks: int = 240, slots: int = 40) -> float:
     names = [f"node-{i}" for i in range(n_nodes)]
     env = {"CC_EXECUTOR_MAX_CONCURRENT_TASKS": str(slots)}
-    async with cluster(names, single=n_nodes == 1, **env) as nodes, client(nodes[0]) as cl:
+    async with cluster(names, single=n_nodes == 1, env=env) as nodes, client(nodes[0]) as cl:
         t0 = time.perf_counter()
         in_flight = asyncio.Semaphore(16)  # what one connection may have in flight
 
@@ -134,7 +139,7 @@ async def pause_latency(pairs: int) -> tuple[list[float], list[float]]:
 
 async def loss_detection(ttl: float) -> float:
     env = {"CC_EXECUTOR_NODE_TTL": str(ttl)}
-    async with cluster(["node-a", "node-b"], isolate={"node-b"}, **env) as (a, b):
+    async with cluster(["node-a", "node-b"], isolate={"node-b"}, env=env) as (a, b):
         async with client(a) as cl:
             ids = [
                 (await cl.result("execute", {"command": "sleep 600", "node": "node-b"}))["task_id"]
