@@ -184,8 +184,8 @@ def scratch_dir(prefix: str = "cc-bench-") -> Iterator[Path]:
     behind slows the next run's disk, so every run cleans up after itself.
     """
     path = Path(tempfile.mkdtemp(prefix=prefix))
-    # Every task creates a log file: on one VM, creating a file under /tmp cost 1.3-1.6 ms
-    # while elsewhere on the same disk it cost 20-90 us. Say what this run's disk gives
+    # Every task creates a log file: on one VM, creating a file under /tmp cost 1.0-1.6 ms
+    # while elsewhere on the same disk it cost 20-140 us. Say what this run's disk gives
     # (TMPDIR=... moves the scratch dirs).
     cost = create_cost_us(path)
     print(f"{'scratch dir':>26}: {path} (a file created, written, closed in {cost:.0f} us)")
